@@ -1,0 +1,26 @@
+"""icldyn: a laboratory for the training dynamics of in-context learning.
+
+    import icldyn
+    run = icldyn.run("linreg-lsa", preset="quick", overrides={"train.steps": 2000})
+    run.metrics, run.claims, run.checkpoint()
+    icldyn.load_run(run.path)
+"""
+
+__version__ = "0.1.0"
+
+
+def run(experiment: str, preset: str = "quick", overrides=None, **kwargs):
+    """Train `experiment` and compute its claims; see `icldyn.api.run`."""
+    from icldyn.api import run as _run
+
+    return _run(experiment, preset, overrides, **kwargs)
+
+
+def load_run(path):
+    """Load a stored run directory (config, metrics DataFrame, curves, claims, checkpoints)."""
+    from icldyn.store import load_run as _load
+
+    return _load(path)
+
+
+__all__ = ["run", "load_run", "__version__"]

@@ -1,0 +1,151 @@
+"""The `icldyn` command: thin — parses, calls the Python API, renders with rich."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from icldyn.errors import DivergedError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="icldyn: the training dynamics of in-context learning, runnable and checkable.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress() -> tuple[Progress, callable]:
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def update(label: str, step: int, total: int, loss: float):
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total, loss=float("nan"))
+        if step % 10 == 0 or step == total:
+            bar.update(tasks[label], completed=step, loss=loss)
+
+    return bar, update
+
+
+def claims_table(claims: list[dict], title: str = "claims") -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in ("claim", "source", "measured", "expected", "verdict"):
+        table.add_column(col, overflow="fold", max_width=60 if col == "claim" else 30)
+    for c in claims:
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[c["passed"]]
+        m = "—" if c["measured"] is None else f"{c['measured']:.4g}"
+        text = f"[bold]{c['id']}[/]: {c['statement']}" + (f" [dim]({c['note']})[/]" if c.get("note") else "")
+        table.add_row(text, c["source"], m, c["expected"], verdict)
+    return table
+
+
+def _fail(err: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+    raise typer.Exit(getattr(err, "exit_code", 1))
+
+
+@app.command("list")
+def list_experiments():
+    """The experiments, one line each, with their paper."""
+    from icldyn.experiments import EXPERIMENTS
+
+    table = Table(header_style="bold")
+    for col in ("experiment", "what it shows", "paper", "quick target"):
+        table.add_column(col, overflow="fold")
+    for name, exp in EXPERIMENTS.items():
+        table.add_row(name, exp.title, exp.paper, exp.time_target)
+    console.print(table)
+
+
+@app.command()
+def run(
+    experiment: str = typer.Argument(..., help="experiment name (see `icldyn list`)"),
+    preset: str = typer.Option("quick", help="quick (CPU, minutes) or paper (the papers' scale)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="override a config key: a.b=value"),
+    seeds: Optional[int] = typer.Option(None, min=1, help="train seeds 0..N-1 together"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    out: Path = typer.Option(Path("runs"), help="root of the run directories"),
+    resume: bool = typer.Option(False, help="continue an interrupted run"),
+    strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
+):
+    """Train an experiment, record its dynamics, print its claims."""
+    from icldyn import api
+
+    bar, update = _progress()
+    try:
+        with bar:
+            result = api.run(experiment, preset, set_ or None, seeds=seeds, device=device, out=out,
+                             resume=resume, progress=update)
+    except (UsageError, DivergedError) as err:
+        _fail(err)
+    console.print(claims_table(result.claims, f"{experiment} ({preset})"))
+    console.print(f"run directory: [bold]{result.path}[/]")
+    figs = sorted((result.path / "figures").glob("*.png"))
+    if figs:
+        console.print("figures: " + ", ".join(str(f) for f in figs))
+    if strict and any(c["passed"] is False for c in result.claims):
+        raise typer.Exit(1)
+
+
+@app.command()
+def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `icldyn run`"),
+           strict: bool = typer.Option(False, help="exit 1 when a claim fails")):
+    """Recompute and print the claims of a stored run."""
+    from icldyn import api
+
+    try:
+        result = api.recompute_claims(run_dir)
+    except UsageError as err:
+        _fail(err)
+    console.print(claims_table(result, str(run_dir)))
+    if strict and any(c["passed"] is False for c in result):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="default: all"),
+              out: Path = typer.Option(Path("runs"), help="root of the run directories")):
+    """Run the quick presets of all (or the named) experiments and write a summary table."""
+    from icldyn import api
+
+    bar, update = _progress()
+    try:
+        with bar:
+            summary = api.reproduce(experiments or None, out=out, progress=update)
+    except (UsageError, DivergedError) as err:
+        _fail(err)
+    console.print(summary.read_text())
+    console.print(f"summary: [bold]{summary}[/]")
+
+
+@app.command()
+def bench(json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
+          quick: bool = typer.Option(False, help="fewer repeats (a smoke test)")):
+    """Performance benchmarks: prints a table, optionally writes JSON."""
+    from icldyn.bench import run_benchmarks
+
+    try:
+        results = run_benchmarks(quick=quick, json_path=json_out, console=console)
+    except UsageError as err:
+        _fail(err)
+    return results
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: the run directory keeps its last checkpoint; "
+                          "continue with --resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Experiment registry: one module per experiment, one line here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from icldyn.config import build, load_yaml
+from icldyn.errors import UsageError
+from icldyn.registry import Registry
+
+EXPERIMENTS: Registry = Registry("experiment")
+
+
+def _register_all() -> None:
+    from icldyn.experiments.linreg_gpt import LinRegGPT
+    from icldyn.experiments.linreg_lsa import LinRegLSA
+
+    for exp in (LinRegLSA(), LinRegGPT()):
+        EXPERIMENTS.register(exp.name, exp)
+
+
+def config_from_yaml(path: Path):
+    data = load_yaml(path)
+    if not isinstance(data, dict) or "experiment" not in data:
+        raise UsageError(f"{path} is not an icldyn config (no 'experiment' key)")
+    return build(EXPERIMENTS[data["experiment"]].config_class, data)
+
+
+_register_all()

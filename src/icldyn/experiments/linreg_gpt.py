@@ -1,0 +1,106 @@
+"""linreg-gpt: a GPT-style decoder trained on isotropic in-context linear regression tracks
+least squares as a function of the number of in-context examples (Garg et al. 2022, Fig. 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from icldyn.config import ExperimentConfig, TrainConfig
+from icldyn.estimators import ESTIMATORS
+from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.models.gpt import GPT, GPTConfig
+from icldyn.probes.regression import baseline_probe
+from icldyn.tasks.linear_regression import LinearRegressionConfig
+
+SOURCE = "Garg et al. 2022, Fig. 2 (error vs in-context examples)"
+CURVE_ESTIMATORS = ("zero", "averaging", "ols", "ridge", "gd_1", "knn_3")
+
+
+class LinRegGPTConfig(ExperimentConfig):
+    experiment: Literal["linreg-gpt"] = "linreg-gpt"
+    task: LinearRegressionConfig = LinearRegressionConfig(d=5, n_points=20)
+    model: GPTConfig = GPTConfig(size="tiny")
+    train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-3, steps=6000, batch_size=128, schedule="cosine",
+                                     warmup_steps=200, eval_prompts=100_000, eval_prompts_during=2048,
+                                     n_records=30, checkpoint_every=1000)
+    curve_prompts: int = 20_000
+
+
+class LinRegGPT(Experiment):
+    name = "linreg-gpt"
+    title = "A GPT-style transformer tracks least squares vs the number of in-context examples"
+    paper = "Garg, Tsipras, Liang & Valiant 2022"
+    config_class = LinRegGPTConfig
+    time_target = "4 min on a 2-core CPU"
+    presets = {
+        "quick": {},
+        "paper": {"task.d": 20, "task.n_points": 40, "model.size": "standard", "train.lr": 1e-4,
+                  "train.steps": 500_000, "train.batch_size": 64, "train.n_records": 60,
+                  "train.checkpoint_every": 10_000},
+    }
+
+    def build_model(self, config, task, seeds):
+        points = max(config.task.n_points, config.task.test_points) + 1
+        return GPT(config.model, config.task.d, seeds, dtype=self.dtype(config), max_points=points)
+
+    def probes(self, config, task):
+        return [baseline_probe(task, ("zero", "averaging", "ols", "ridge"))]
+
+    def after_training(self, run_dir, config, task, model, device):
+        run_dir.write_curves(error_curves(config, task, model, device))
+
+    def claims(self, run) -> list[Claim]:
+        c, curves = run.config, run.curves
+        d = c.task.d
+        per = curves.pivot_table(index=["n_examples"], columns="predictor", values="mse", aggfunc="mean")
+        model = curves[curves["predictor"] == "gpt"].pivot_table(index="n_examples", columns="seed", values="mse")
+        ns = [n for n in per.index if d <= n <= c.task.n_points]
+        ref = per.loc[ns, "ridge"].values[:, None]
+        gap = (model.loc[ns].values - ref) / d  # excess error per dimension, per seed
+        ratio_avg = model.loc[ns].values / per.loc[ns, "averaging"].values[:, None]
+        ratio_zero = model.loc[ns].values / per.loc[ns, "zero"].values[:, None]
+        return [
+            below("tracks_least_squares",
+                  f"For n ≥ d = {d} the trained model's error tracks OLS/ridge: mean excess MSE/d over ridge",
+                  SOURCE, gap.mean(0), 0.05, tolerance="0.05 per dimension",
+                  details={"max_excess_per_dim": gap.max(0).tolist()}),
+            below("far_below_averaging",
+                  f"For n ≥ d the model's error is far below averaging's: worst ratio MSE_model / MSE_averaging",
+                  SOURCE, ratio_avg.max(0), 0.25),
+            below("far_below_zero",
+                  "For n ≥ d the model's error is far below the zero predictor's: worst ratio MSE_model / MSE_zero",
+                  SOURCE, ratio_zero.max(0), 0.1),
+        ]
+
+    def figures(self, run):
+        from icldyn.report.linreg import gpt_overview
+
+        return [gpt_overview(run)]
+
+
+@torch.no_grad()
+def error_curves(config, task, model, device) -> pd.DataFrame:
+    """Plain MSE at every number of in-context examples for the model (one causal pass) and the
+    estimators (every prefix at once), on the same held-out prompts."""
+    b = task.eval_batch(config.curve_prompts, config.eval_seed + 1, device=device)
+    rows = []
+    for name in CURVE_ESTIMATORS:
+        err = (ESTIMATORS[name](task)(b) - b.y).pow(2)[0]  # (B, T)
+        rows += _rows(name, err, -1)
+    errs = []
+    for start in range(0, b.x.shape[1], 4096):
+        part = b.select(slice(start, start + 4096))
+        errs.append((model(part) - part.y).pow(2))
+    err = torch.cat(errs, 1)  # (E, B, T)
+    for i, s in enumerate(range(config.seed, config.seed + config.n_seeds)):
+        rows += _rows("gpt", err[i], s)
+    return pd.DataFrame(rows, columns=["predictor", "n_examples", "mse", "stderr", "seed"])
+
+
+def _rows(name, err, seed):
+    mean, se = err.mean(0), err.std(0) / err.shape[0] ** 0.5
+    return [(name, n, float(mean[n]), float(se[n]), seed) for n in range(err.shape[1])]

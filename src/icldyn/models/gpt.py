@@ -1,0 +1,221 @@
+"""GPT-style decoder for in-context regression (Garg et al. 2022, nanoGPT layout), E seeds at once.
+
+Tokens interleave the prompt: x_1, y_1, x_2, y_2, …, x_T, where a y-token is (y, 0, …, 0) ∈ R^d
+(Garg's padding). The last y-token is dropped: no prediction can see it, so S = 2T − 1 tokens.
+Read-in linear d → width (+ a learned positional embedding), L pre-LN blocks (attention, then
+a GELU MLP), a final LayerNorm, read-out width → 1 at the x-tokens: output t predicts y_t from
+the t points before it and x_t, every prefix in one causal pass.
+
+Attention kinds, all on scores QKᵀ/√dh over the keys s ≤ t (causal):
+  softmax  softmax over the visible keys (SDPA kernel; explicit only when caching patterns);
+  linear   scores as they are, averaged over the t+1 visible keys: (QKᵀ/√dh ⊙ M) V / (t+1);
+  relu     ReLU(scores), averaged the same way.
+The 1/(t+1) average is the LSA's 1/n: it keeps the update O(1) as prompts grow.
+
+All activations run as (E, B·S, width) so every projection is one `baddbmm` over the seed
+axis; attention folds the seeds into the batch axis, (E·B, heads, S, dh).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_serializer, model_validator
+from torch import nn
+
+from icldyn.config import Strict
+from icldyn.errors import UsageError
+from icldyn.models.base import EnsembleModel, seeded_normal
+from icldyn.models.ensemble_layers import EnsembleLayerNorm, EnsembleLinear
+
+SIZES = {"tiny": (3, 2, 64), "small": (6, 4, 128), "standard": (12, 8, 256)}  # layers, heads, width
+_SIZED = ("n_layers", "n_heads", "width")
+
+
+class GPTConfig(Strict):
+    name: Literal["gpt"] = "gpt"
+    size: Optional[Literal["tiny", "small", "standard"]] = Field(
+        default=None, description="shortcut fixing n_layers/n_heads/width: tiny 3/2/64, small 6/4/128, "
+                                   "standard 12/8/256")
+    n_layers: int = Field(default=3, gt=0)
+    n_heads: int = Field(default=2, gt=0)
+    width: int = Field(default=64, gt=0)
+    mlp_ratio: int = Field(default=4, gt=0, description="MLP hidden width = mlp_ratio · width")
+    attention: Literal["softmax", "linear", "relu"] = "softmax"
+    mlp: bool = True
+    layernorm: bool = True
+    positional: bool = Field(default=True, description="learned positional embedding")
+    init_std: float = Field(default=0.02, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_size(cls, data):
+        if not isinstance(data, dict) or data.get("size") is None:
+            return data
+        if data["size"] not in SIZES:
+            return data  # the Literal check reports it, naming the allowed sizes
+        data = dict(data)
+        for key, value in zip(_SIZED, SIZES[data["size"]]):
+            given = data.get(key)
+            if given is not None and given != value:
+                raise ValueError(
+                    f"{key}={given!r} disagrees with size={data['size']!r} ({key}={value}); "
+                    f"drop {key} or set size to null")
+            data[key] = value
+        return data
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.width % self.n_heads:
+            raise ValueError(f"width={self.width} must be divisible by n_heads={self.n_heads}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # With a size set, the sized fields follow from it: leaving them out keeps
+        # `--set model.size=...` on a dumped config from clashing with the old size's values.
+        data = handler(self)
+        if self.size is not None:
+            for key in _SIZED:
+                data.pop(key, None)
+        return data
+
+
+def x_tokens(h: torch.Tensor, n_prompts: int) -> torch.Tensor:
+    """The x-token rows (even positions) of a flat activation: (E, B·S, w) → (E, B·T, w)."""
+    E, N, w = h.shape
+    return h.view(E, n_prompts, N // n_prompts, w)[:, :, 0::2].reshape(E, -1, w)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: GPTConfig, seeds, salt: int, dtype):
+        super().__init__()
+        w, L, std = config.width, config.n_layers, config.init_std
+        self.kind, self.n_heads = config.attention, config.n_heads
+        self.qkv = EnsembleLinear(seeds, w, 3 * w, std, salt, dtype)                  # fused Q, K, V
+        self.out = EnsembleLinear(seeds, w, w, std / math.sqrt(2 * L), salt + 1, dtype)  # GPT-2 residual scaling
+
+    def forward(self, h: torch.Tensor, norm, n_prompts: int, model: "GPT", name: str,
+                x_only: bool = False) -> torch.Tensor:
+        """Attention on norm(h): h (E, B·S, width) → (E, B·S, width), or (E, B·T, width) at the
+        x-tokens only when `x_only`."""
+        E, N, w = h.shape
+        B, S, H = n_prompts, N // n_prompts, self.n_heads
+        # (E, B·S, 3w) → 3 × (E·B, H, S, dh): seeds fold into SDPA's batch axis.
+        q, k, v = self.qkv(h, norm).view(E * B, S, 3, H, w // H).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.kind == "softmax" and model._cache is None:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(w // H)                      # (E·B, H, S, S)
+            causal = torch.ones(S, S, dtype=torch.bool, device=h.device).tril()
+            if self.kind == "softmax":
+                pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            else:
+                if self.kind == "relu":
+                    scores = scores.relu()
+                n_visible = torch.arange(1, S + 1, dtype=h.dtype, device=h.device)[:, None]
+                pattern = scores.masked_fill(~causal, 0.0) / n_visible
+            model.hook(f"{name}.hook_pattern", pattern.view(E, B, H, S, S))
+            z = pattern @ v
+        z = z.transpose(1, 2)                                                 # (E·B, S, H, dh)
+        z = z[:, 0::2] if x_only else z
+        return self.out(z.reshape(E, -1, w))                                  # heads back to width
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig, seeds, salt: int, dtype):
+        super().__init__()
+        w, hidden, std = config.width, config.mlp_ratio * config.width, config.init_std
+        self.fc = EnsembleLinear(seeds, w, hidden, std, salt, dtype)
+        self.proj = EnsembleLinear(seeds, hidden, w, std / math.sqrt(2 * config.n_layers), salt + 1, dtype)
+
+    def forward(self, h: torch.Tensor, norm) -> torch.Tensor:
+        """MLP on norm(h): (E, N, width) → (E, N, width)."""
+        return self.proj(F.gelu(self.fc(h, norm)))
+
+
+class Block(nn.Module):
+    """Pre-LN block: h + attn(ln1(h)), then + mlp(ln2(h))."""
+
+    def __init__(self, config: GPTConfig, seeds, index: int, dtype):
+        super().__init__()
+        E, w, salt = len(seeds), config.width, 10 + 10 * index   # distinct init stream per tensor
+        self.name = f"blocks.{index}"
+        # The norms hold parameters only: each is applied by the linear layer it feeds (see
+        # EnsembleLinear), so None means no LayerNorm.
+        self.ln1 = EnsembleLayerNorm(E, w, dtype) if config.layernorm else None
+        self.ln2 = EnsembleLayerNorm(E, w, dtype) if config.layernorm and config.mlp else None
+        self.attn = Attention(config, seeds, salt, dtype)
+        self.mlp = MLP(config, seeds, salt + 2, dtype) if config.mlp else None
+
+    def forward(self, h: torch.Tensor, n_prompts: int, model: "GPT", x_only: bool = False) -> torch.Tensor:
+        """(E, B·S, width) → (E, B·S, width), or (E, B·T, width) when `x_only`: in the last block
+        only the x-tokens are read out, so the out-projection and MLP skip the y-tokens."""
+        attn_out = self.attn(h, self.ln1, n_prompts, model, f"{self.name}.attn", x_only)
+        h = (x_tokens(h, n_prompts) if x_only else h) + attn_out
+        model.record(f"{self.name}.hook_resid_mid", h, n_prompts)
+        if self.mlp is not None:
+            h = h + self.mlp(h, self.ln2)
+        model.record(f"{self.name}.attn.hook_out", attn_out, n_prompts)
+        model.record(f"{self.name}.hook_resid_post", h, n_prompts)
+        return h
+
+
+class GPT(EnsembleModel):
+    prefix_outputs = True
+
+    def __init__(self, config: GPTConfig, d: int, seeds, dtype=torch.float32, max_points: int = 128):
+        super().__init__(len(seeds))
+        if d < 1:
+            raise UsageError(f"the GPT model needs input dimension d ≥ 1, got d={d}")
+        if max_points < 1:
+            raise UsageError(f"the GPT model needs max_points ≥ 1, got max_points={max_points}")
+        self.config, self.d, self.max_points = config, d, max_points
+        E, w, std = len(seeds), config.width, config.init_std
+        self.read_in = EnsembleLinear(seeds, d, w, std, 0, dtype)
+        self.pos = (nn.Parameter(seeded_normal(seeds, (2 * max_points - 1, w), std, 1, dtype))
+                    if config.positional else None)
+        self.blocks = nn.ModuleList(Block(config, seeds, i, dtype) for i in range(config.n_layers))
+        self.ln_f = EnsembleLayerNorm(E, w, dtype) if config.layernorm else None
+        self.read_out = EnsembleLinear(seeds, w, 1, std, 2, dtype)
+
+    def tokens(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x (E', B, T, d), y (E', B, T) → interleaved tokens (E', B, 2T−1, d), y-tokens (y, 0, …, 0)."""
+        y_tokens = F.pad(y[..., None], (0, self.d - 1))
+        T = x.shape[2]
+        return torch.stack([x, y_tokens], dim=3).flatten(2, 3)[:, :, : 2 * T - 1]
+
+    def forward(self, batch) -> torch.Tensor:
+        """Predictions of every y_t from the points before it and x_t: (E, B, T)."""
+        x, y = batch.x, batch.y
+        Ex, B, T, d = x.shape
+        E = self.n_seeds
+        if d != self.d or Ex not in (1, E):
+            raise UsageError(f"batch.x has shape {tuple(x.shape)}; this model takes (1 or {E}, B, T, d={self.d})")
+        if T > self.max_points:
+            raise UsageError(f"batch has {T} points per prompt but the GPT model's positional table "
+                             f"holds max_points={self.max_points}")
+        S = 2 * T - 1
+        # Held-out batches (E' = 1) are shared by all seeds: expand before the read-in (d is small).
+        tok = self.tokens(x, y).expand(E, B, S, d).reshape(E, B * S, d)
+        h = self.read_in(tok)
+        if self.pos is not None:
+            h = (h.view(E, B, S, -1) + self.pos[:, None, :S]).view(E, B * S, -1)
+        self.record("hook_embed", h, B)
+        # Only the x-tokens are read out, so the last block works on them alone after its
+        # attention (~10% of a 4-layer model's work). With a cache every hook keeps all tokens.
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block(h, B, self, x_only=i == last and self._cache is None)
+        h_x = h if self._cache is None else x_tokens(h, B)
+        pred = self.read_out(h_x, self.ln_f).view(E, B, T)
+        return self.hook("hook_pred", pred)
+
+    def record(self, name: str, h: torch.Tensor, n_prompts: int) -> None:
+        """Hook point for a flat activation (E, B·S, ...), stored as (E, B, S, ...) when caching.
+        Outside `caching()` this is a no-op, so training pays nothing for it."""
+        if self._cache is not None:
+            self.hook(name, h.view(h.shape[0], n_prompts, -1, *h.shape[2:]))

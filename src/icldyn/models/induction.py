@@ -1,0 +1,315 @@
+"""The two-attention-layer induction-head transformers of Chen, Sheen, Wang & Yang (2024).
+
+Input: tokens x (E or 1, B, L) long over [S] (the `ngram-markov` batch); a zero token is
+appended at position L+1, the query. Output: ŷ (E, B, S), a probability vector for x_{L+1}.
+
+Simplified model (`induction-simplified`, the paper's main model):
+  copier   H heads of relative-position attention over the window of offsets j = 1..M:
+           v_i^(h) = Σ_j softmax(w^(h))_j x_{i−j}   (x_{≤0} = 0: zero padding), v̄ = v/‖v‖;
+  selector K(i) = Σ_S c_S² Π_{h∈S} ⟨v̄_i^(h), v̄_{L+1}^(h)⟩ / Σ_S c_S² over the non-empty subsets
+           S of heads with |S| ≤ D;
+  classifier ŷ = Σ_{i≤L} softmax_i(a·K(i)) x_i.
+  Trainable: `w` (E, H, M) RPE logits, `c` (E, n_subsets), `a` (E,). Init: head h has logit
+  w_plus on offset h and w_minus elsewhere, c_S = c_init, a = a_init (no randomness: seeds of
+  an ensemble differ by their data only). A subset is named by the offsets its heads prefer at
+  init, joined by `+` (`1`, `2`, `1+2`, …).
+
+Full model (`induction-full`, the paper's appendix; our reconstruction of the authors' code):
+  each copier head also has a content query-key term and an output-value matrix,
+    logit_ij^(h) = x_iᵀ Q_h K_hᵀ x_{i−j} + w_j^(h),  v_i^(h) = (Σ_j attn_ij^(h) x_{i−j}) O_h,
+  Q_h = K_h = qk_init·I and O_h = I at init, and LayerNorm over the S coordinates of each head
+  output (gain and shift shared by the heads, as in the authors' code); ⟨·,·⟩ in the selector is
+  clipped at 0 (after LayerNorm inner products can be negative; the authors apply a ReLU too).
+  Differences from the authors' code, kept on purpose: the window is offsets 1..M for every head
+  (theirs shifts it per head and adds offset 0), and the selector has no empty-subset or
+  raw-token features (the spec's non-empty subsets of heads). With Q = K = 0, O = I and
+  `norm: l2` it is exactly the simplified model (a test checks it).
+
+Two implementations of the same function (a test checks they agree):
+  direct  the copier as a convolution over the M offsets at every position, (E, B, L+1, H, S);
+  counts  K(i) depends only on cell(i) = (x_i, x_{i−1..i−M}) and on the query's window, so
+          ŷ = Σ_c N_bc e^{a K(c, q_b)} e_{tok(c)} / Σ_c N_bc e^{a K(c, q_b)} with N_bc the number
+          of positions of sequence b in cell c: a (C, W) table of K from the parameters, then
+          (E, B, K) work per batch, K ≤ L the most cells a sequence visits (C = S·(S+1)^M cells
+          in all, 192 at S = M = 3). The counts are cached per training input tensor, so
+          full-batch training computes them once. `impl: auto` picks counts while C ≤ 4096.
+Hook points: `copier.hook_rpe` (E, H, M), `selector.hook_weights` (E, n_subsets), `hook_pred`
+(E, B, S), and the per-position pattern `classifier.hook_pattern` (E, B, L) on the direct path.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from icldyn.config import Strict
+from icldyn.errors import UsageError
+from icldyn.models.base import EnsembleModel
+
+COUNTS_MAX_CELLS = 4096  # `impl: auto` uses counts while C = S·(S+1)^M stays this small
+
+
+class InductionSimplifiedConfig(Strict):
+    name: Literal["induction-simplified"] = "induction-simplified"
+    n_heads: int = Field(default=3, gt=0, description="H: copier heads")
+    window: int = Field(default=3, gt=0, description="M: RPE window of offsets 1..M")
+    max_degree: int = Field(default=2, gt=0, description="D: largest subset of heads in the selector")
+    w_plus: float = Field(default=3.0, description="init RPE logit of head h on offset h")
+    w_minus: float = Field(default=0.1, description="init RPE logit on the other offsets")
+    c_init: float = Field(default=0.01, description="init c_S of every subset")
+    a_init: float = Field(default=0.01, description="init classifier scale a")
+    loss: Literal["paper", "code"] = Field(
+        default="paper", description="paper: −log(ŷ_target + eps); code: softmax cross-entropy of ŷ "
+                                     "taken as logits (the authors' code)")
+    loss_eps: float = Field(default=1e-8, gt=0, description="eps of the paper loss (a floor at −log eps)")
+    impl: Literal["auto", "direct", "counts"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_heads(self):
+        if self.n_heads > self.window:
+            raise ValueError(f"model.n_heads ({self.n_heads}) must be ≤ model.window ({self.window}): "
+                             "head h is initialised on offset h")
+        if self.max_degree > self.n_heads:
+            raise ValueError(f"model.max_degree ({self.max_degree}) must be ≤ model.n_heads ({self.n_heads})")
+        return self
+
+
+class InductionFullConfig(InductionSimplifiedConfig):
+    name: Literal["induction-full"] = "induction-full"
+    qk_init: float = Field(default=1e-3, description="Q_h = K_h = qk_init·I at init")
+    norm: Literal["layernorm", "l2"] = Field(default="layernorm", description="normalisation of head outputs")
+
+
+def subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
+    """Non-empty subsets of heads (0-based) with at most `max_degree` members, by size then order."""
+    return [s for k in range(1, max_degree + 1) for s in itertools.combinations(range(n_heads), k)]
+
+
+def subset_name(subset) -> str:
+    """`1+2` for heads {0, 1}: head h is initialised to prefer offset h + 1."""
+    return "+".join(str(h + 1) for h in subset)
+
+
+def token_loss(probs: torch.Tensor, target: torch.Tensor, kind: str = "paper", eps: float = 1e-8) -> torch.Tensor:
+    """Per-seed loss (E,) of probability vectors probs (E, B, S) for targets (E or 1, B) long.
+
+    paper: mean −log(ŷ_target + eps) (eps bounds the loss of a zero probability at −log eps);
+    code:  mean cross-entropy of softmax(ŷ), ŷ used as logits — what the authors' code trained on.
+    """
+    target = target.expand(probs.shape[:-1])
+    if kind == "paper":
+        return -torch.log(probs.gather(-1, target[..., None])[..., 0] + eps).mean(-1)
+    if kind == "code":
+        return (torch.logsumexp(probs, -1) - probs.gather(-1, target[..., None])[..., 0]).mean(-1)
+    raise UsageError(f"unknown loss {kind!r}; allowed: paper, code")
+
+
+def windows(onehot: torch.Tensor, M: int) -> torch.Tensor:
+    """onehot (..., T, S) → (..., T, M, S): entry [i, j−1] is token i−j, zero before the start."""
+    padded = F.pad(onehot, (0, 0, M, 0))
+    T = onehot.shape[-2]
+    return torch.stack([padded[..., M - j: M - j + T, :] for j in range(1, M + 1)], dim=-2)
+
+
+class _Cells:
+    """Sufficient statistics of a token batch for the counts implementation.
+
+    Window codes use symbol S for "before the start": code = Σ_j t_{i−j}·(S+1)^{j−1}; cell =
+    code·S + x_i. Each sequence keeps only the cells it visits (at most L, about 14 at the
+    default α), padded to the batch's largest number with count 0 (log-count −inf).
+    """
+
+    def __init__(self, x: torch.Tensor, S: int, M: int, dtype=torch.float32):
+        L = x.shape[-1]
+        padded = F.pad(x, (M, 0), value=S)
+        code = sum(padded[..., M - j: M - j + L + 1] * (S + 1) ** (j - 1) for j in range(1, M + 1))
+        cells = code[..., :L] * S + x                                   # (Ex, B, L)
+        n_cells = S * (S + 1) ** M
+        counts = torch.zeros(*x.shape[:-1], n_cells, dtype=dtype, device=x.device)
+        counts.scatter_add_(-1, cells, torch.ones_like(cells, dtype=dtype))
+        width = int((counts > 0).sum(-1).max())
+        # the visited cells first (a stable sort keeps them in cell order)
+        visited = torch.sort((counts > 0).to(torch.int8), dim=-1, descending=True, stable=True).indices
+        visited = visited[..., :width]
+        self.log_counts = counts.gather(-1, visited).log()             # (Ex, B, K), −inf on padding
+        self.token = visited % S                                        # (Ex, B, K) the cell's own token
+        self.table_index = code[..., L:] * n_cells + visited            # (Ex, B, K) into the (W·C) table
+
+
+@functools.lru_cache(maxsize=16)
+def cell_table(S: int, M: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every cell as (own token one-hot (C, S), window (C, M, S)) and every window (W, M, S)."""
+    W = (S + 1) ** M
+    codes = torch.arange(W, device=device)
+    digits = torch.stack([(codes // (S + 1) ** (j - 1)) % (S + 1) for j in range(1, M + 1)], -1)  # (W, M)
+    win = F.one_hot(digits, S + 1)[..., :S].to(dtype)                   # symbol S → zero vector
+    own = torch.eye(S, dtype=dtype, device=device)
+    cell_own = own.repeat(W, 1)                                         # cell = window·S + token
+    cell_win = win.repeat_interleave(S, dim=0)
+    return cell_own, cell_win, win
+
+
+class InductionSimplified(EnsembleModel):
+    """Shapes in the module doc. Constructor: (config, vocab, seeds, dtype) with vocab the
+    number of states S or the task config (its `n_states`)."""
+
+    prefix_outputs = False
+    reads_own_token = False  # does a copier head's output at i depend on x_i itself?
+
+    def __init__(self, config: InductionSimplifiedConfig, vocab, seeds, dtype=torch.float32):
+        super().__init__(len(seeds))
+        self.config = config
+        self.S = int(vocab) if isinstance(vocab, int) else int(vocab.n_states)
+        E, H, M = len(seeds), config.n_heads, config.window
+        w = torch.full((E, H, M), config.w_minus, dtype=dtype)
+        w[:, torch.arange(H), torch.arange(H)] = config.w_plus
+        self.w = nn.Parameter(w)
+        self.subsets = subsets(H, config.max_degree)
+        self.subset_names = [subset_name(s) for s in self.subsets]
+        self.c = nn.Parameter(torch.full((E, len(self.subsets)), config.c_init, dtype=dtype))
+        self.a = nn.Parameter(torch.full((E,), config.a_init, dtype=dtype))
+        # members of each subset, padded with index H (a column of ones) to max_degree
+        idx = torch.full((len(self.subsets), config.max_degree), H, dtype=torch.long)
+        for k, s in enumerate(self.subsets):
+            idx[k, : len(s)] = torch.tensor(s)
+        self.register_buffer("subset_index", idx, persistent=False)
+        self._cells: tuple | None = None  # (key, _Cells, x): x is held so its address stays unique
+
+    # -- probes ----------------------------------------------------------------------------------
+    def subset_weights(self) -> torch.Tensor:
+        """Normalised c_S² (E, n_subsets), in the order of `subset_names`."""
+        c2 = self.c.pow(2)
+        return c2 / c2.sum(-1, keepdim=True)
+
+    def rpe_mass(self) -> torch.Tensor:
+        """Each head's attention mass on each offset 1..M, softmax(w) (E, H, M).
+
+        In the full model this is the positional part; the content term shifts it per token.
+        """
+        return torch.softmax(self.w, -1)
+
+    # -- layers ----------------------------------------------------------------------------------
+    def copier(self, own: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+        """own (E|1, N, S) own token, win (E|1, N, M, S) → normalised head outputs (E, N, H, S)."""
+        p = self.hook("copier.hook_rpe", self.rpe_mass())
+        v = torch.einsum("ehm,enms->enhs", p, win.expand(p.shape[0], *win.shape[1:]))
+        return F.normalize(v, dim=-1, eps=1e-12)
+
+    def similarity(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Per-head ⟨v̄_i, v̄_q⟩: keys (E, ..., H, S), query broadcastable → (E, ..., H)."""
+        return (keys * query).sum(-1)
+
+    def selector(self, G: torch.Tensor) -> torch.Tensor:
+        """G (E, ..., H) per-head similarities → K (E, ...)."""
+        G = G.movedim(-1, 0)                                                  # (H, E, ...)
+        members = torch.cat([G, torch.ones_like(G[:1])])[self.subset_index]  # (n_subsets, D, E, ...)
+        feats = members[:, 0]
+        for d in range(1, members.shape[1]):  # explicit products: prod's backward is slow on zeros
+            feats = feats * members[:, d]
+        weights = self.hook("selector.hook_weights", self.subset_weights())
+        return torch.einsum("ke...,ek->e...", feats, weights)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, batch) -> torch.Tensor:
+        """ŷ (E, B, S) for the target x_{L+1} of each prompt."""
+        impl = self.config.impl
+        if impl == "auto":
+            impl = "counts" if self.S * (self.S + 1) ** self.config.window <= COUNTS_MAX_CELLS else "direct"
+        x = batch.x
+        if x.dim() != 3 or x.dtype != torch.long:
+            raise UsageError(f"{type(self).__name__} takes long tokens x (E, B, L); got {tuple(x.shape)} {x.dtype}")
+        pred = self.forward_counts(x) if impl == "counts" else self.forward_direct(x)
+        return self.hook("hook_pred", pred)
+
+    def forward_direct(self, x: torch.Tensor) -> torch.Tensor:
+        """The model as written: x (E|1, B, L) long → ŷ (E, B, S)."""
+        E, (Ex, B, L), M = self.n_seeds, x.shape, self.config.window
+        dt = self.w.dtype
+        onehot = F.one_hot(x, self.S).to(dt)                                  # (Ex, B, L, S)
+        seq = F.pad(onehot, (0, 0, 0, 1))                                     # zero token at L+1
+        win = windows(seq, M)                                                 # (Ex, B, L+1, M, S)
+        v = self.copier(seq.reshape(Ex, B * (L + 1), self.S), win.reshape(Ex, B * (L + 1), M, self.S))
+        v = v.reshape(E, B, L + 1, -1, self.S)
+        G = self.similarity(v[:, :, :L], v[:, :, L:])                         # (E, B, L, H)
+        K = self.selector(G)                                                  # (E, B, L)
+        attn = self.hook("classifier.hook_pattern", torch.softmax(self.a[:, None, None] * K, -1))
+        return torch.einsum("ebl,ebls->ebs", attn, onehot.expand(E, B, L, self.S))
+
+    def cells(self, x: torch.Tensor) -> _Cells:
+        """The counts of `x`, computed once per training input (full-batch training reuses them).
+
+        Under no_grad (evaluation in chunks) they are computed afresh and the cache is left to
+        the training batch.
+        """
+        if not torch.is_grad_enabled():
+            return _Cells(x, self.S, self.config.window, self.w.dtype)
+        key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version, x.device, self.w.dtype)
+        if self._cells is None or self._cells[0] != key:
+            self._cells = (key, _Cells(x, self.S, self.config.window, self.w.dtype), x)
+        return self._cells[1]
+
+    def k_table(self) -> torch.Tensor:
+        """K for every (cell, query window) pair: (E, W, C), W = (S+1)^M windows, C = S·W cells."""
+        S, M = self.S, self.config.window
+        cell_own, cell_win, win = cell_table(S, M, self.w.dtype, self.w.device)
+        query = self.copier(torch.zeros_like(win[None, :, 0]), win[None])     # (E, W, H, S)
+        if not self.reads_own_token:  # K depends on the cell's window only: 1/S of the work
+            keys = query
+        else:
+            keys = self.copier(cell_own[None], cell_win[None])                # (E, C, H, S)
+        K = self.selector(self.similarity(keys[:, None], query[:, :, None]))  # (E, W, W or C)
+        if self.reads_own_token:
+            return K
+        return K[..., None].expand(*K.shape, S).flatten(-2)                  # cell = window·S + token
+
+    def forward_counts(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function from the sufficient statistics: x (E|1, B, L) long → ŷ (E, B, S)."""
+        E, B = self.n_seeds, x.shape[1]
+        st = self.cells(x)
+        table = self.k_table().reshape(E, -1)                                 # (E, W·C)
+        index = st.table_index.expand(E, B, -1)
+        Kq = table.gather(1, index.reshape(E, -1)).view(index.shape)          # (E, B, K)
+        attn = torch.softmax(torch.addcmul(st.log_counts, self.a[:, None, None], Kq), -1)
+        out = torch.zeros(E, B, self.S, dtype=attn.dtype, device=attn.device)
+        return out.scatter_add(-1, st.token.expand(E, B, -1), attn)
+
+    def loss(self, pred: torch.Tensor, batch) -> torch.Tensor:
+        """Per-seed loss (E,): `config.loss` of ŷ for the target batch.y."""
+        return token_loss(pred, batch.y, self.config.loss, self.config.loss_eps)
+
+
+class InductionFull(InductionSimplified):
+    """The full model (module doc): content query-key, output-value and LayerNorm in the copier."""
+
+    reads_own_token = True
+
+    def __init__(self, config: InductionFullConfig, vocab, seeds, dtype=torch.float32):
+        super().__init__(config, vocab, seeds, dtype)
+        E, H, S = len(seeds), config.n_heads, self.S
+        eye = torch.eye(S, dtype=dtype).expand(E, H, S, S)
+        self.q_proj = nn.Parameter(config.qk_init * eye.clone())
+        self.k_proj = nn.Parameter(config.qk_init * eye.clone())
+        self.ov = nn.Parameter(eye.clone())
+        self.ln_weight = nn.Parameter(torch.ones(E, S, dtype=dtype))
+        self.ln_bias = nn.Parameter(torch.zeros(E, S, dtype=dtype))
+
+    def copier(self, own: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+        E = self.n_seeds
+        own, win = own.expand(E, *own.shape[1:]), win.expand(E, *win.shape[1:])
+        qk = self.q_proj @ self.k_proj.transpose(-1, -2)                      # (E, H, S, S)
+        content = torch.einsum("enht,enmt->enhm", torch.einsum("ens,ehst->enht", own, qk), win)
+        attn = torch.softmax(content + self.w[:, None], -1)
+        v = torch.einsum("enhs,ehst->enht", torch.einsum("enhm,enms->enhs", attn, win), self.ov)
+        if self.config.norm == "l2":
+            return F.normalize(v, dim=-1, eps=1e-12)
+        v = F.layer_norm(v, (self.S,))
+        return v * self.ln_weight[:, None, None] + self.ln_bias[:, None, None]
+
+    def similarity(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return torch.relu((keys * query).sum(-1))

@@ -1,0 +1,106 @@
+"""One softmax attention head reading the query's label (Huang, Cheng & Liang 2023), E seeds at once.
+
+train="q" (the paper's model): ŷ = Σ_{i≤N} attn_i y_i, attn_i = softmax_i(x_iᵀ Q x_q), i.e. the
+ZFB embedding with W^{PV} = [[0,0],[0,1]] fixed and W^{KQ} = [[Q,0],[0,0]]; only Q (E, d, d)
+is trained, from Q(0) = 0 (uniform attention).
+train="full" (for comparison): W^{KQ}, W^{PV} ∈ R^{(d+1)×(d+1)} both trained on the ZFB tokens
+z_i = (x_i; y_i), z_q = (x_q; 0): ŷ = Σ_i attn_i (W^{PV} z_i)_d, attn_i = softmax_i(z_iᵀ W^{KQ} z_q),
+from W^{KQ} = 0, W^{PV} = [[0,0],[0,1]].
+`query_in_softmax`: the query token z_q = (x_q; 0) is one more key (score x_qᵀ Q x_q), whose
+value is 0 in the "q" model (its label is unknown).
+Hook point `hook_attention` (E, B, N): the attention on the N context tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from icldyn.config import Strict
+from icldyn.models.base import EnsembleModel
+
+
+class SoftmaxAttentionConfig(Strict):
+    name: Literal["softmax-attention"] = "softmax-attention"
+    train: Literal["q", "full"] = Field(default="q", description="q: only Q; full: W^KQ and W^PV")
+    query_in_softmax: bool = Field(default=False, description="the query token is also a key")
+
+
+class SoftmaxAttention(EnsembleModel):
+    prefix_outputs = False
+
+    def __init__(self, config: SoftmaxAttentionConfig, d: int, seeds, dtype=torch.float32):
+        super().__init__(len(seeds))
+        self.config, self.d = config, d
+        E, D = len(seeds), d + 1
+        if config.train == "q":
+            self.q = nn.Parameter(torch.zeros(E, d, d, dtype=dtype))
+        else:
+            self.w_kq = nn.Parameter(torch.zeros(E, D, D, dtype=dtype))
+            w_pv = torch.zeros(E, D, D, dtype=dtype)
+            w_pv[:, d, d] = 1.0
+            self.w_pv = nn.Parameter(w_pv)
+
+    def forward(self, batch) -> torch.Tensor:
+        """Prediction for the query of each prompt: (E, B, 1)."""
+        x, y = batch.x, batch.y
+        x_ctx, y_ctx, x_q = x[..., :-1, :], y[..., :-1], x[..., -1, :]     # (E', B, N, d), (E', B, N), (E', B, d)
+        if self.config.train == "q":
+            query = (self.q[:, None] @ x_q[..., None]).squeeze(-1)          # Q x_q (E, B, d)
+            logits = (x_ctx @ query[..., None]).squeeze(-1)                # (E, B, N)
+            values = y_ctx
+            q_logit = (x_q * query).sum(-1, keepdim=True)                  # x_qᵀ Q x_q (E, B, 1)
+            q_value = torch.zeros_like(q_logit)
+        else:
+            d = self.d
+            z_ctx = torch.cat([x_ctx, y_ctx[..., None]], dim=-1)           # (E', B, N, d+1)
+            # the query's label entry is 0, so only the first d columns of W^KQ act on it
+            query = (self.w_kq[:, None, :, :d] @ x_q[..., None]).squeeze(-1)  # (E, B, d+1)
+            logits = (z_ctx @ query[..., None]).squeeze(-1)                # (E, B, N)
+            readout = self.w_pv[:, d]                                      # label row of W^PV (E, d+1)
+            values = (z_ctx @ readout[:, None, :, None]).squeeze(-1)       # (E, B, N)
+            q_logit = (x_q * query[..., :d]).sum(-1, keepdim=True)
+            q_value = (x_q * readout[:, None, :d]).sum(-1, keepdim=True)
+        if self.config.query_in_softmax:
+            attn = torch.softmax(torch.cat([logits, q_logit], dim=-1), dim=-1)
+            pred = (attn[..., :-1] * values).sum(-1, keepdim=True) + attn[..., -1:] * q_value
+            attn = attn[..., :-1]
+        else:
+            attn = torch.softmax(logits, dim=-1)
+            pred = (attn * values).sum(-1, keepdim=True)
+        self.hook("hook_attention", attn)
+        return self.hook("hook_pred", pred)
+
+    # -- quantities of interest ----------------------------------------------------------------
+    def key_query_matrix(self) -> torch.Tensor:
+        """Q (E, d, d): the block of W^{KQ} that scores an input against the query input."""
+        return self.q if self.config.train == "q" else self.w_kq[:, : self.d, : self.d]
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """s (E, K, K), s[e, k, n] = v_nᵀ Q v_k: the score of a feature-n token for a query of
+        feature k. `features` V (K, d), rows orthonormal."""
+        V = features.to(self.key_query_matrix())
+        return torch.einsum("nd,edf,kf->ekn", V, self.key_query_matrix(), V)
+
+    def attention(self, batch) -> torch.Tensor:
+        """Attention on the context tokens (E, B, N), without tracking gradients."""
+        with torch.no_grad():
+            _, cache = self.run_with_cache(batch)
+        return cache["hook_attention"]
+
+    def feature_attention(self, batch, K: int) -> torch.Tensor:
+        """Attention mass on the tokens of each feature (E, B, K), from batch.extras['feature']."""
+        attn = self.attention(batch)
+        feature = batch.extras["feature"][..., :-1].expand_as(attn)
+        mass = torch.zeros(*attn.shape[:2], K, dtype=attn.dtype, device=attn.device)
+        return mass.scatter_add_(-1, feature, attn)
+
+    def same_feature_attention(self, batch) -> torch.Tensor:
+        """a (E, B): attention mass on the context tokens of the query's own feature."""
+        attn = self.attention(batch)
+        feature = batch.extras["feature"]
+        same = feature[..., :-1] == feature[..., -1:]                     # (E', B, N)
+        return (attn * same).sum(-1)

@@ -1,0 +1,24 @@
+"""Task registry: name → (config class, task class)."""
+
+from icldyn.registry import Registry
+from icldyn.tasks.base import Batch, Task
+from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
+from icldyn.tasks.structured_features import StructuredFeaturesConfig, StructuredFeaturesTask
+
+TASKS: Registry = Registry("task")
+TASKS.register("linear-regression", (LinearRegressionConfig, LinearRegressionTask))
+TASKS.register("ngram-markov", (NgramMarkovConfig, NgramMarkovTask))
+TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegressionTask))
+TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
+
+
+def build_task(config, dtype=None) -> Task:
+    import torch
+
+    _, cls = TASKS[config.name]
+    return cls(config, dtype or torch.float32)
+
+
+__all__ = ["Batch", "Task", "TASKS", "build_task"]

@@ -1,0 +1,247 @@
+"""The training loop shared by every experiment.
+
+One module holds E seeds (parameters with a leading seed axis); the loss is the sum of the
+per-seed losses, so each seed gets exactly its own gradient. Batches are pure functions of
+(seed, step), so a resumed run replays exactly what an uninterrupted one would have done.
+
+Step k means "after k updates". At a record step the trainer measures the model *before*
+update k (so step 0 is the initialisation and the last step the trained model), writes the
+metrics, then checkpoints; `time` is Σ lr of the updates before it.
+"""
+
+from __future__ import annotations
+
+import math
+import time as wallclock
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from icldyn.errors import DivergedError, UsageError
+from icldyn.seeding import generator
+from icldyn.store import RunDir, load_checkpoint, save_checkpoint
+from icldyn.tasks.base import Batch
+from icldyn.train.optim import build_optimizer
+from icldyn.train.schedule import lr_at, record_steps
+
+EVAL_CHUNK = 8192
+
+
+@dataclass
+class RecordContext:
+    """What a probe sees at a record step."""
+
+    step: int
+    time: float
+    model: torch.nn.Module
+    task: object
+    eval_batch: Batch
+    final: bool
+    seeds: Sequence[int]
+    cache: dict = field(default_factory=dict)  # probes may keep state across records here
+
+
+Probe = Callable[[RecordContext], dict[str, torch.Tensor]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda was asked for, but no CUDA device is available; allowed: auto, cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model, batch: Batch, chunk: int = EVAL_CHUNK) -> torch.Tensor:
+    """Per-seed training-convention loss (E,) on held-out prompts, in chunks of prompts."""
+    total, n = 0.0, batch.x.shape[1]
+    for start in range(0, n, chunk):
+        part = batch.select(slice(start, start + chunk))
+        size = part.x.shape[1]
+        total = total + model.loss(model(part), part).double() * size
+    return total / n
+
+
+class Trainer:
+    def __init__(self, config, task, model, run_dir: RunDir | None = None, probes: Sequence[Probe] = (),
+                 device: torch.device | str = "cpu", progress: Callable | None = None):
+        self.config, self.tc = config, config.train
+        self.task, self.model = task, model
+        self.run_dir, self.probes, self.progress = run_dir, list(probes), progress
+        self.device = torch.device(device)
+        self.seeds = list(range(config.seed, config.seed + config.n_seeds))
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(self.model.parameters(), self.tc)
+        self.records = record_steps(self.tc.steps, self.tc.n_records)
+        self.rows: list[dict] = []
+        self.step, self.time = 0, 0.0
+        self.probe_cache: dict = {}
+        self.dataset: Batch | None = None
+        self.stage_bounds = self._stage_bounds()
+        if self.tc.gradient == "population":
+            self.model.population_loss(self.task)  # raises a UsageError now if unsupported
+
+    # -- data ------------------------------------------------------------------------------------
+    def batch(self, step: int) -> Batch:
+        tc = self.tc
+        if tc.dataset_size is None:
+            return self.task.sample(self.seeds, step, tc.batch_size, device=self.device)
+        if self.dataset is None:
+            self.dataset = self.task.sample(self.seeds, 0, tc.dataset_size, device=self.device, stream="fixed")
+        if tc.batch_size >= tc.dataset_size:
+            return self.dataset
+        # each seed draws its own minibatch indices from its data stream at this step
+        idx = torch.stack([torch.randperm(tc.dataset_size, generator=generator(s, "data", step))[: tc.batch_size]
+                           for s in self.seeds]).to(self.device)
+        gather = lambda t: torch.stack([t[e, idx[e]] for e in range(len(self.seeds))])  # noqa: E731
+        extras = {k: gather(v) if torch.is_tensor(v) and v.dim() > 1 else v for k, v in self.dataset.extras.items()}
+        return Batch(gather(self.dataset.x), gather(self.dataset.y), extras)
+
+    def train_loss(self, step: int) -> torch.Tensor:
+        """Per-seed training loss (E,) at the current parameters."""
+        if self.tc.gradient == "population":
+            return self.model.population_loss(self.task)
+        b = self.batch(step)
+        return self.model.loss(self.model(b), b)
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _stage_bounds(self):
+        if not self.tc.stages:
+            return None
+        names = [n for n, _ in self.model.named_parameters()]
+        bounds, start = [], 0
+        for st in self.tc.stages:
+            for prefix in st.params:
+                if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+                    raise UsageError(f"train.stages: no parameter named {prefix!r}; parameters: {', '.join(names)}")
+            bounds.append((start, start + st.steps, st))
+            start += st.steps
+        return bounds
+
+    def _stage_at(self, step: int):
+        for lo, hi, st in self.stage_bounds or []:
+            if lo <= step < hi:
+                return lo, hi, st
+        return None
+
+    def lr(self, step: int) -> float:
+        stage = self._stage_at(step)
+        if stage is None:
+            return lr_at(step, self.tc.lr, self.tc.steps, self.tc.schedule, self.tc.warmup_steps)
+        lo, hi, st = stage
+        return lr_at(step - lo, st.lr or self.tc.lr, hi - lo, self.tc.schedule, self.tc.warmup_steps)
+
+    def _freeze_for(self, step: int) -> None:
+        stage = self._stage_at(step)
+        if stage is None:
+            return
+        live = stage[2].params
+        for name, p in self.model.named_parameters():
+            if not any(name == q or name.startswith(q + ".") for q in live):
+                p.grad = None  # torch optimizers skip parameters without a gradient
+
+    # -- recording -------------------------------------------------------------------------------
+    def _eval_batch(self, final: bool) -> Batch:
+        key = "final" if final else "during"
+        if key not in self.probe_cache:
+            n = self.tc.eval_prompts if final else self.tc.eval_prompts_during
+            self.probe_cache[key] = self.task.eval_batch(n, self.config.eval_seed, device=self.device)
+        return self.probe_cache[key]
+
+    def record(self, step: int, train_loss: torch.Tensor) -> None:
+        final = step == self.tc.steps
+        eval_batch = self._eval_batch(final)
+        values = {"loss/train": train_loss.detach(), "loss/test": evaluate(self.model, eval_batch)}
+        ctx = RecordContext(step, self.time, self.model, self.task, eval_batch, final, self.seeds,
+                            self.probe_cache.setdefault("probes", {}))
+        for probe in self.probes:
+            values.update(probe(ctx))
+        for name, value in values.items():
+            value = value.detach().double().cpu().reshape(-1)
+            for i, seed in enumerate(self.seeds):
+                v = value[i] if value.numel() > 1 else value[0]
+                self.rows.append({"step": step, "time": self.time, "seed": seed, "name": name, "value": float(v)})
+        if final:  # the large final eval batch is needed once only
+            self.probe_cache.pop("final", None)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"param/{n}": p for n, p in self.model.named_parameters()}
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for p, state in self.optimizer.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{names[id(p)]}/{key}"] = value
+        return tensors
+
+    def save(self) -> None:
+        if self.run_dir is None:
+            return
+        self.run_dir.write_metrics(self.rows)
+        save_checkpoint(self.run_dir.checkpoint_path(self.step), self.state_tensors(),
+                        {"step": self.step, "time": self.time, "seeds": self.seeds})
+
+    def restore(self) -> bool:
+        """Load the latest checkpoint and the metrics before it; False when there is none."""
+        steps = self.run_dir.checkpoint_steps() if self.run_dir else []
+        if not steps:
+            return False
+        tensors, meta = load_checkpoint(self.run_dir.checkpoint_path(steps[-1]))
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(tensors[f"param/{name}"].to(p))
+        state = {}
+        for key, value in tensors.items():
+            if key.startswith("optim/"):
+                pname, skey = key[len("optim/"):].rsplit("/", 1)
+                state.setdefault(pname, {})[skey] = value.to(self.device)
+        index = {n: i for i, n in enumerate(params)}
+        sd = self.optimizer.state_dict()
+        sd["state"] = {index[n]: s for n, s in state.items()}
+        self.optimizer.load_state_dict(sd)
+        self.step, self.time = meta["step"], meta["time"]
+        self.rows = [r for r in self.run_dir.read_metric_rows() if r["step"] < self.step]
+        return True
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> None:
+        if resume:
+            self.restore()
+        records, total = set(self.records), self.tc.steps
+        started = wallclock.perf_counter()
+        while True:
+            step = self.step
+            loss = self.train_loss(step)
+            if not torch.isfinite(loss).all():
+                self._diverged(step, loss)
+            if step in records:
+                self.record(step, loss)
+            if step in records or (step % self.tc.checkpoint_every == 0 and step > 0):
+                self.save()
+            if step == total:
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            self._freeze_for(step)
+            lr = self.lr(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.time += lr
+            self.step = step + 1
+            if self.progress is not None:
+                self.progress(self.step, total, float(loss.detach().mean()), wallclock.perf_counter() - started)
+
+    def _diverged(self, step: int, loss: torch.Tensor) -> None:
+        bad = [s for s, v in zip(self.seeds, loss.tolist()) if not math.isfinite(v)]
+        kept = self.run_dir.checkpoint_steps() if self.run_dir else []
+        if self.run_dir is not None:
+            self.run_dir.write_metrics(self.rows)
+        where = f"; kept the checkpoint of step {kept[-1]} and the metrics before step {step}" if kept else ""
+        raise DivergedError(
+            f"training diverged: the loss became non-finite at step {step} (seed(s) {bad}){where}; "
+            f"try a smaller train.lr (now {self.tc.lr:g})"
+        )

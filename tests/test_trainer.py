@@ -1,0 +1,108 @@
+"""The shared training loop: determinism, ensembles, resume after a crash, divergence."""
+
+import pandas as pd
+import pytest
+import torch
+
+import icldyn
+from icldyn import api
+from icldyn.errors import DivergedError, UsageError
+from icldyn.experiments import EXPERIMENTS
+from icldyn.tasks.linear_regression import LinearRegressionTask
+from icldyn.train.schedule import lr_at, record_steps
+from icldyn.train.trainer import Trainer
+
+SAMPLED = {"train.gradient": "sampled", "train.optimizer": "adam", "train.lr": 0.02, "train.batch_size": 64}
+
+
+def metrics(run):
+    return run.metrics.sort_values(["step", "seed", "name"]).reset_index(drop=True)
+
+
+def test_record_steps_are_log_spaced_with_ends():
+    s = record_steps(10_000, 20)
+    assert s[0] == 0 and s[-1] == 10_000 and s == sorted(set(s))
+    ratios = [b / a for a, b in zip(s[2:], s[3:])]
+    assert max(ratios) < 2.2  # roughly geometric: no decade is skipped
+
+
+def test_schedules():
+    assert lr_at(0, 1.0, 100, "cosine", 0) == pytest.approx(1.0)
+    assert lr_at(50, 1.0, 100, "cosine", 0) == pytest.approx(0.5)
+    assert lr_at(4, 1.0, 100, "constant", 10) == pytest.approx(0.5)
+
+
+def test_time_is_sum_of_learning_rates(tmp_path, tiny_lsa):
+    run = icldyn.run("linreg-lsa", overrides={**tiny_lsa, "train.schedule": "linear"}, out=tmp_path)
+    last = run.metric("loss/train").iloc[-1]
+    expected = sum(lr_at(k, run.config.train.lr, 40, "linear", 0) for k in range(40))
+    assert last["step"] == 40 and last["time"] == pytest.approx(expected)
+
+
+def test_same_seed_same_metrics(tmp_path, tiny_lsa):
+    a = icldyn.run("linreg-lsa", overrides={**tiny_lsa, **SAMPLED}, out=tmp_path / "a")
+    b = icldyn.run("linreg-lsa", overrides={**tiny_lsa, **SAMPLED}, out=tmp_path / "b")
+    pd.testing.assert_frame_equal(metrics(a), metrics(b))
+    c = icldyn.run("linreg-lsa", overrides={**tiny_lsa, **SAMPLED, "seed": 1}, out=tmp_path / "c")
+    assert not metrics(a)["value"].equals(metrics(c)["value"])
+
+
+def test_ensemble_equals_each_seed_alone():
+    exp = EXPERIMENTS["linreg-lsa"]
+    over = {"task.d": 3, "task.n_points": 8, "model.init": "gaussian", "train.steps": 25, **SAMPLED}
+
+    def train(seed, n):
+        cfg = exp.config("quick", {**over, "seed": seed, "n_seeds": n, "sampled_check": False})
+        task = exp.build_task(cfg)
+        model = exp.build_model(cfg, task, list(range(seed, seed + n)))
+        Trainer(cfg, task, model).fit()
+        return torch.cat([p.detach().flatten(1) for p in model.parameters()], 1)
+
+    together = train(0, 3)
+    for s in range(3):
+        assert torch.allclose(together[s], train(s, 1)[0], atol=1e-6)
+
+
+def test_resume_after_a_crash_ends_with_the_same_metrics(tmp_path, tiny_lsa, monkeypatch):
+    over = {**tiny_lsa, **SAMPLED}
+    whole = icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "whole")
+    original = LinearRegressionTask.sample
+
+    def crash_at_27(self, seeds, step, *args, **kw):
+        if step == 27 and kw.get("stream", "train") == "train":
+            raise KeyboardInterrupt("killed")
+        return original(self, seeds, step, *args, **kw)
+
+    monkeypatch.setattr(LinearRegressionTask, "sample", crash_at_27)
+    with pytest.raises(KeyboardInterrupt):
+        icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "cut")
+    monkeypatch.setattr(LinearRegressionTask, "sample", original)
+    with pytest.raises(UsageError, match="--resume"):
+        icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "cut")
+    resumed = icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(metrics(whole), metrics(resumed))
+    # a complete run directory is reused, not retrained
+    again = icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "cut")
+    assert again.env["end"] == resumed.env["end"]
+
+
+def test_divergence_stops_and_keeps_state(tmp_path, tiny_lsa):
+    over = {**tiny_lsa, **SAMPLED, "train.optimizer": "sgd", "train.lr": 1e4}
+    with pytest.raises(DivergedError, match="non-finite at step") as err:
+        icldyn.run("linreg-lsa", overrides=over, out=tmp_path)
+    assert err.value.exit_code == 3
+    run_dir = next((tmp_path / "linreg-lsa").iterdir())
+    assert (run_dir / "metrics.parquet").exists()
+    assert list((run_dir / "checkpoints").glob("step_0.safetensors"))
+
+
+def test_population_mode_rejects_unsupported_models(tmp_path, tiny_lsa):
+    with pytest.raises(UsageError, match="model.n_layers=1"):
+        icldyn.run("linreg-lsa", overrides={**tiny_lsa, "model.n_layers": 2}, out=tmp_path)
+
+
+def test_checkpoints_hold_parameters_by_module_name(tmp_path, tiny_lsa):
+    run = icldyn.run("linreg-lsa", overrides={**tiny_lsa, "n_seeds": 2}, out=tmp_path)
+    params = run.checkpoint()
+    assert set(params) == {"w_pv.0", "w_kq.0"} and params["w_kq.0"].shape == (2, 4, 4)
+    assert run.checkpoint_steps[0] == 0 and run.checkpoint_steps[-1] == 40
