@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import platform
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 from icldyn.config import apply_overrides
 from icldyn.errors import UsageError
 from icldyn.experiments import EXPERIMENTS
+from icldyn.experiments.base import sweep_variants
 from icldyn.store import Run, RunDir, load_run, write_json, write_text
 from icldyn.train.trainer import Trainer, resolve_device
 
@@ -68,28 +70,39 @@ def _train_one(exp, config, rd: RunDir, device, resume: bool, progress, label: s
 
 def run(experiment: str, preset: str = "quick", overrides: dict | list | None = None, *, seeds: int | None = None,
         device: str | None = None, out: str | Path = "runs", resume: bool = False,
-        progress: Callable | None = None) -> Run:
+        progress: Callable | None = None, sweep: dict[str, list] | None = None) -> Run:
     """Train `experiment`'s models, record, and compute its claims; return the stored run.
 
     A complete run directory with the same config is reused; an incomplete one needs resume=True.
-    `progress(label, step, total, loss)` is called after every update.
+    `progress(label, step, total, loss)` is called after every update. `sweep` ({key: [values]})
+    trains the product of the values into one sweep directory, replacing the experiment's own
+    variants; claims that span configs read it.
     """
     exp = EXPERIMENTS[experiment]
     config = exp.config(preset, overrides, seeds=seeds, device=device)
     dev = resolve_device(config.device)
-    top = RunDir(Path(out) / experiment / config.run_name())
+    name = config.run_name()
+    if sweep:
+        for key, values in sweep.items():
+            apply_overrides(config, {key: values[0]} if values else {})  # checks the key
+            if not isinstance(values, list) or not values:
+                raise UsageError(f"--sweep {key}: give a non-empty list of values, e.g. {key}=[1,2,3]")
+        digest = hashlib.sha256(json.dumps(sweep, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        name = f"{name}-sweep{digest}"
+    top = RunDir(Path(out) / experiment / name)
     if top.is_complete:
         return load_run(top.path)
     if top.is_run and not resume:
         raise UsageError(f"{top.path} holds an incomplete run of this config; continue it with --resume "
                          f"(or delete the directory to start over)")
-    variants = exp.variants(config)
+    variants = sweep_variants(sweep) if sweep else exp.variants(config)
     if variants is None:
         _train_one(exp, config, top, dev, resume, progress, experiment)
     else:
         top.create()
         write_text(top.path / "config.yaml", config.to_yaml())
-        write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants}, sort_keys=False))
+        write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants, "swept": sweep or {}},
+                                                           sort_keys=False))
         if not (top.path / "env.json").exists():
             write_json(top.path / "env.json", environment(dev))
         for name, ov in variants.items():

@@ -74,15 +74,23 @@ def run(
     out: Path = typer.Option(Path("runs"), help="root of the run directories"),
     resume: bool = typer.Option(False, help="continue an interrupted run"),
     strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
+    sweep: Optional[List[str]] = typer.Option(None, help="sweep a key over values: a.b=[v1,v2,...]"),
 ):
     """Train an experiment, record its dynamics, print its claims."""
     from icldyn import api
+    from icldyn.config import parse_value
 
     bar, update = _progress()
     try:
+        grid = {}
+        for item in sweep or []:
+            if "=" not in item:
+                raise UsageError(f"--sweep takes key=[v1,v2,...], got {item!r}")
+            key, values = item.split("=", 1)
+            grid[key.strip()] = parse_value(values.strip())
         with bar:
             result = api.run(experiment, preset, set_ or None, seeds=seeds, device=device, out=out,
-                             resume=resume, progress=update)
+                             resume=resume, progress=update, sweep=grid or None)
     except (UsageError, DivergedError) as err:
         _fail(err)
     console.print(claims_table(result.claims, f"{experiment} ({preset})"))

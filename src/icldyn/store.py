@@ -164,6 +164,14 @@ class Run:
         return list(range(self.config.seed, self.config.seed + self.config.n_seeds))
 
     @property
+    def sweep(self) -> dict:
+        """sweep.yaml of a sweep directory ({'variants': {name: overrides}, 'swept': {key: values}})."""
+        import yaml
+
+        f = self.path / "sweep.yaml"
+        return yaml.safe_load(f.read_text()) if f.exists() else {}
+
+    @property
     def variants(self) -> dict[str, "Run"]:
         """Sub-runs of a sweep directory (several runs from one command), by name."""
         base = self.path / "variants"

@@ -65,7 +65,8 @@ def one_step_optimal_lr(task, T: int, like: torch.Tensor) -> torch.Tensor:
     moment, so η* = tr Σ² / (E tr(S Σ S) + σ² tr Σ²/t).  Gaussian x: E tr(SΣS) = tr(Σ² Γ_t),
     Γ_t = (1 + 1/t)Σ + (tr Σ/t) I.  Uniform x ~ U(−a, a)^d (Σ = s² I, E x⁴ = 1.8 s⁴):
     E tr(SΣS) = d s⁶ (t + d − 0.2)/t.  For Σ = I and σ = 0 both read t/(t + d + 1) resp.
-    3t/(a²(t + d − 0.2)) (spec).  0 at t = 0.
+    3t/(a²(t + d − 0.2)) (spec).  0 at t = 0.  Assumes E w wᵀ = I (a finite task pool only
+    approximately).
     """
     c = task.config
     S = task.covariance.to(torch.float64)

@@ -113,3 +113,33 @@ class Experiment:
 
     def figures(self, run) -> list:
         return []
+
+
+def sweep_variants(grid: dict[str, list]) -> dict[str, dict]:
+    """The product of config values as named variants: {"train.lr=0.1,task.K=5": {...}, ...}.
+
+    A sweep directory holds one run directory per variant (DESIGN.md: seeds, ensembles, sweeps).
+    """
+    import itertools
+
+    keys = list(grid)
+    out = {}
+    for values in itertools.product(*(grid[k] for k in keys)):
+        name = ",".join(f"{k}={_short(v)}" for k, v in zip(keys, values))
+        out[name] = dict(zip(keys, values))
+    return out
+
+
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
+
+
+def swept_values(run, key: str) -> list[tuple[Any, Any]]:
+    """(value of `key`, sub-run) for every variant of a sweep directory, sorted by value."""
+    pairs = []
+    for sub in run.variants.values():
+        node = sub.config
+        for part in key.split("."):
+            node = getattr(node, part)
+        pairs.append((node, sub))
+    return sorted(pairs, key=lambda p: p[0])

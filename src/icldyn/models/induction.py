@@ -133,10 +133,14 @@ class _Cells:
         n_cells = S * (S + 1) ** M
         counts = torch.zeros(*x.shape[:-1], n_cells, dtype=dtype, device=x.device)
         counts.scatter_add_(-1, cells, torch.ones_like(cells, dtype=dtype))
-        width = int((counts > 0).sum(-1).max())
-        # the visited cells first (a stable sort keeps them in cell order)
-        visited = torch.sort((counts > 0).to(torch.int8), dim=-1, descending=True, stable=True).indices
-        visited = visited[..., :width]
+        seen = counts > 0
+        slot = seen.cumsum(-1) - 1                                      # rank of a visited cell
+        width = int(slot[..., -1].max()) + 1
+        # compact each sequence's visited cells into slots 0..; unvisited ones go to a spare slot
+        slot = torch.where(seen, slot, width)
+        cell_ids = torch.arange(n_cells, device=x.device).expand_as(slot)
+        visited = torch.zeros(*x.shape[:-1], width + 1, dtype=torch.long, device=x.device)
+        visited = visited.scatter_(-1, slot, cell_ids)[..., :width]    # padding: cell 0, count 0
         self.log_counts = counts.gather(-1, visited).log()             # (Ex, B, K), −inf on padding
         self.token = visited % S                                        # (Ex, B, K) the cell's own token
         self.table_index = code[..., L:] * n_cells + visited            # (Ex, B, K) into the (W·C) table

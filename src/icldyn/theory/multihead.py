@@ -121,18 +121,20 @@ class DecomposableOptimum:
 
 
 def decomposable_starts(n_tasks: int, n_heads: int, scale: float = 0.5, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Initial ω (H, I) by name: one head per task (head h on task h mod I), heads sharing every
-    task nearly symmetrically (the training init), and random signs/sizes."""
+    """Initial ω (H, I) by name: one head per task (head h on task h mod I); heads sharing every
+    task nearly symmetrically (the training init); opposite-sign pairs (the follow-up's debiased-GD
+    heads: shared by all tasks, and per task when H ≥ 2I); two random ones."""
     g = torch.Generator().manual_seed(seed)
     I, H = n_tasks, n_heads
+    heads = torch.arange(H)
     per_task = torch.zeros(H, I, dtype=F64)
-    per_task[torch.arange(H), torch.arange(H) % I] = scale
-    starts = {
-        "one_head_per_task": per_task,
-        # opposite-sign copies: the follow-up's debiased-GD pairing (heads h and h + I)
-        "paired": per_task * torch.where(torch.arange(H)[:, None] < I, 1.0, -1.0).to(F64),
-        "symmetric": scale * (1 + 0.1 * torch.rand(H, I, generator=g, dtype=F64)),
-    }
+    per_task[heads, heads % I] = scale
+    symmetric = scale * (1 + 0.1 * torch.rand(H, I, generator=g, dtype=F64))
+    starts = {"one_head_per_task": per_task, "symmetric": symmetric}
+    if H >= 2:
+        starts["paired_shared"] = symmetric * torch.where(heads % 2 == 0, 1.0, -1.0).to(F64)[:, None]
+    if H >= 2 * I:
+        starts["paired_per_task"] = per_task * torch.where(heads // I % 2 == 0, 1.0, -1.0).to(F64)[:, None]
     for k in range(2):
         starts[f"random_{k}"] = scale * torch.randn(H, I, generator=g, dtype=F64)
     return starts
@@ -149,6 +151,10 @@ def optimal_decomposable(n_tasks: int, n_heads: int, d0: int, n_points: int, noi
     landscape: several starts (`decomposable_starts`) are run and the best kept. `support` (H, I)
     bool restricts head h to the tasks it marks, in both ω and μ (e.g. the identity for "each head
     keeps one task"); None lets every head use every task.
+
+    With H ≥ 2 and free support the best model can be an infimum rather than a minimum: heads pair
+    up with opposite signs, ω → 0 and μ ~ 1/ω (centred one-step GD, see `centred_gd_predict`).
+    L-BFGS then stops at small ω and large μ with the loss within its tolerance of the limit.
     """
     s = input_sample(n_tasks, d0, n_points, n_prompts, noise_std, seed)
     starts = decomposable_starts(n_tasks, n_heads, seed=seed) if starts is None else starts
