@@ -106,3 +106,35 @@ def test_checkpoints_hold_parameters_by_module_name(tmp_path, tiny_lsa):
     params = run.checkpoint()
     assert set(params) == {"w_pv.0", "w_kq.0"} and params["w_kq.0"].shape == (2, 4, 4)
     assert run.checkpoint_steps[0] == 0 and run.checkpoint_steps[-1] == 40
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches(tmp_path, tiny_lsa):
+    """A real `kill -9` of `icldyn run` between checkpoints, then --resume: same metrics."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    over = {**tiny_lsa, **SAMPLED, "train.steps": 1000, "train.checkpoint_every": 50, "train.n_records": 8}
+    args = [sys.executable, "-m", "icldyn.cli", "run", "linreg-lsa", "--out", str(tmp_path / "cut")]
+    for k, v in over.items():
+        args += ["--set", f"{k}={v}".replace(" ", "")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    ckpts = []
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = list((tmp_path / "cut").glob("linreg-lsa/*/checkpoints/step_*.safetensors"))
+        if any(int(p.stem.split("_")[1]) >= 200 for p in ckpts):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.stem.split("_")[1]) for p in ckpts)
+    assert 0 < killed_at < 1000
+    resumed = icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "cut", resume=True)
+    whole = icldyn.run("linreg-lsa", overrides=over, out=tmp_path / "whole")
+    pd.testing.assert_frame_equal(metrics(whole), metrics(resumed))

@@ -62,7 +62,8 @@ def _train_one(exp, config, rd: RunDir, device, resume: bool, progress, label: s
     seeds = list(range(config.seed, config.seed + config.n_seeds))
     model = exp.build_model(config, task, seeds)
     cb = (lambda step, total, loss, secs: progress(label, step, total, loss)) if progress else None
-    trainer = Trainer(config, task, model, rd, exp.probes(config, task), device=device, progress=cb)
+    trainer = Trainer(config, task, model, rd, exp.probes(config, task), device=device, progress=cb,
+                      records=exp.record_steps(config))
     trainer.fit(resume=resume)
     exp.after_training(rd, config, task, model, device)
     _mark(rd, end=_now(), complete=True)

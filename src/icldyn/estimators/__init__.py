@@ -60,3 +60,10 @@ def make_estimator(name: str, task, **params) -> Estimator:
 
 __all__ = ["ESTIMATORS", "Estimator", "GD", "KNN", "OLS", "Averaging", "PreconditionedGD", "Ridge", "Zero",
            "estimator_names", "make_estimator", "one_step_optimal_lr"]
+
+
+# n-gram Markov chains (tasks/ngram_markov.py): in-context unigram, Bayes n-gram, GIH, oracle
+from icldyn.estimators.ngram import NGRAM_ESTIMATORS  # noqa: E402
+
+for _name, _factory in NGRAM_ESTIMATORS.items():
+    ESTIMATORS.register(_name, _factory)

@@ -12,10 +12,15 @@ EXPERIMENTS: Registry = Registry("experiment")
 
 
 def _register_all() -> None:
+    from icldyn.experiments.exact_dynamics import ExactDynamics
+    from icldyn.experiments.feature_convergence import FeatureConvergence
+    from icldyn.experiments.induction import InductionFullExperiment, InductionNgram
     from icldyn.experiments.linreg_gpt import LinRegGPT
     from icldyn.experiments.linreg_lsa import LinRegLSA
 
-    for exp in (LinRegLSA(), LinRegGPT()):
+    for exp in (LinRegLSA(), LinRegGPT(), ExactDynamics(), FeatureConvergence()):
+        EXPERIMENTS.register(exp.name, exp)
+    for exp in (InductionNgram(), InductionFullExperiment()):
         EXPERIMENTS.register(exp.name, exp)
 
 

@@ -101,6 +101,10 @@ class Experiment:
         """Callables RecordContext → {metric name: (E,) tensor}, run at every record step."""
         return []
 
+    def record_steps(self, config) -> list[int] | None:
+        """The steps to record at; None: `train.n_records` log-spaced steps (the default)."""
+        return None
+
     def variants(self, config) -> dict[str, dict] | None:
         """Several runs from one command ({name: overrides}), stored as a sweep; None: one run."""
         return None

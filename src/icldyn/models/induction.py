@@ -140,8 +140,10 @@ class _Cells:
         slot = torch.where(seen, slot, width)
         cell_ids = torch.arange(n_cells, device=x.device).expand_as(slot)
         visited = torch.zeros(*x.shape[:-1], width + 1, dtype=torch.long, device=x.device)
-        visited = visited.scatter_(-1, slot, cell_ids)[..., :width]    # padding: cell 0, count 0
-        self.log_counts = counts.gather(-1, visited).log()             # (Ex, B, K), −inf on padding
+        visited = visited.scatter_(-1, slot, cell_ids)[..., :width]
+        padding = torch.arange(width, device=x.device) >= seen.sum(-1, keepdim=True)
+        log_counts = counts.gather(-1, visited).log()
+        self.log_counts = log_counts.masked_fill(padding, -torch.inf)  # (Ex, B, K)
         self.token = visited % S                                        # (Ex, B, K) the cell's own token
         self.table_index = code[..., L:] * n_cells + visited            # (Ex, B, K) into the (W·C) table
 

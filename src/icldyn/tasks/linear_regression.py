@@ -19,6 +19,18 @@ from icldyn.seeding import generator
 from icldyn.tasks.base import Batch, Task
 
 
+class Curriculum(Strict):
+    """Garg et al.'s curriculum: training prompts use only the first `dims_start` input coordinates
+    (the rest zeroed), one more every `every` steps, until all d are used. Held-out prompts use all d."""
+
+    dims_start: int = Field(default=1, gt=0)
+    every: int = Field(default=500, gt=0, description="steps between increments")
+    increment: int = Field(default=1, gt=0)
+
+    def dims_at(self, step: int, d: int) -> int:
+        return min(d, self.dims_start + self.increment * (step // self.every))
+
+
 class LinearRegressionConfig(Strict):
     name: Literal["linear-regression"] = "linear-regression"
     d: int = Field(default=5, gt=0)
@@ -31,6 +43,7 @@ class LinearRegressionConfig(Strict):
     noise_std: float = Field(default=0.0, ge=0)
     pool_size: Optional[int] = Field(default=None, gt=0, description="finite task pool of K vectors w")
     rotation_seed: int = Field(default=0, ge=0)
+    curriculum: Optional[Curriculum] = None
 
     @model_validator(mode="after")
     def _check_eigenvalues(self):
@@ -95,6 +108,8 @@ class LinearRegressionTask(Task):
         else:
             z = torch.randn(batch_size, T, c.d, generator=gx, device=device, dtype=dt)
             x = z @ self.input_map.to(device, dt)
+        if c.curriculum is not None and stream == "train":
+            x[..., c.curriculum.dims_at(step, c.d):] = 0
         if self.pool is None:
             w = torch.randn(batch_size, c.d, generator=gw, device=device, dtype=dt)
         else:

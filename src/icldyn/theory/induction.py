@@ -59,7 +59,9 @@ def stationary(P: torch.Tensor) -> torch.Tensor:
     P = P.clone()
     n = P.shape[-1]
     for k in range(n - 1, 0, -1):
-        leave = P[:, k, :k].sum(-1, keepdim=True)                        # (N, 1): exit to states < k
+        # exit rate to states < k; 0 only if π has exact zeros that close off state k, and then
+        # the clamp puts the mass on the closed class, one of the chain's stationary laws
+        leave = P[:, k, :k].sum(-1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
         P[:, :k, k] /= leave
         P[:, :k, :k] += P[:, :k, k, None] * P[:, k, None, :k]
     mu = torch.zeros(P.shape[:-1], dtype=P.dtype)
@@ -88,7 +90,7 @@ def window_law(pi: torch.Tensor, parents: Sequence[int], width: int) -> torch.Te
 
 def _joint(law: torch.Tensor, S: int, subset: Sequence[int]) -> torch.Tensor:
     """μ(z, x) (N, S^|subset|, S) from a window law (N, S^{w+1})."""
-    w = round(np.log(law.shape[1]) / np.log(S)) - 1
+    w = round(np.log(law.shape[1]) / np.log(S)) - 1                     # law.shape[1] = S^{w+1}
     configs = _digits(torch.arange(law.shape[1]), S, w + 1)
     z = sum(configs[:, s] * S**k for k, s in enumerate(subset))
     marginalise = torch.nn.functional.one_hot(z * S + configs[:, 0], S ** (len(subset) + 1)).to(law.dtype)

@@ -26,3 +26,30 @@ def record_steps(total: int, n_records: int) -> list[int]:
     """0, then ~n_records log-spaced steps in [1, total], always ending with `total`."""
     steps = np.unique(np.round(np.logspace(0, np.log10(max(total, 1)), n_records)).astype(int))
     return sorted({0, total, *[int(s) for s in steps if s <= total]})
+
+
+def stage_lrs(train_config) -> np.ndarray:
+    """The learning rate of every update (steps,), as the Trainer applies it (stages included)."""
+    tc = train_config
+    if not tc.stages:
+        return np.array([lr_at(k, tc.lr, tc.steps, tc.schedule, tc.warmup_steps) for k in range(tc.steps)])
+    out = []
+    for st in tc.stages:
+        out += [lr_at(k, st.lr or tc.lr, st.steps, tc.schedule, tc.warmup_steps) for k in range(st.steps)]
+    return np.array(out)
+
+
+def record_steps_in_time(train_config, n_records: int, t_min: float | None = None) -> list[int]:
+    """Like `record_steps`, but log-spaced on the gradient-flow clock (time = Σ lr) from t_min
+    (default: the first update's lr) to the end: for schedules whose lr changes by large factors
+    (piecewise-constant stages), where log-spaced steps would leave gaps of whole decades of time."""
+    times = np.concatenate([[0.0], np.cumsum(stage_lrs(train_config))])  # time before update k
+    total = len(times) - 1
+    if total == 0:
+        return record_steps(total, n_records)
+    start = t_min if t_min is not None else times[1]
+    if not 0 < start < times[-1]:
+        return record_steps(total, n_records)
+    grid = np.geomspace(start, times[-1], n_records)
+    steps = np.searchsorted(times, grid).clip(1, total)
+    return sorted({0, total, *[int(s) for s in steps]})

@@ -66,7 +66,8 @@ def evaluate(model, batch: Batch, chunk: int = EVAL_CHUNK) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, config, task, model, run_dir: RunDir | None = None, probes: Sequence[Probe] = (),
-                 device: torch.device | str = "cpu", progress: Callable | None = None):
+                 device: torch.device | str = "cpu", progress: Callable | None = None,
+                 records: Sequence[int] | None = None):
         self.config, self.tc = config, config.train
         self.task, self.model = task, model
         self.run_dir, self.probes, self.progress = run_dir, list(probes), progress
@@ -74,7 +75,9 @@ class Trainer:
         self.seeds = list(range(config.seed, config.seed + config.n_seeds))
         self.model.to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self.tc)
-        self.records = record_steps(self.tc.steps, self.tc.n_records)
+        # `records`: an experiment's own record steps (e.g. log-spaced in time); 0 and the last are added
+        self.records = (sorted({0, self.tc.steps, *(int(k) for k in records if 0 <= k <= self.tc.steps)})
+                        if records else record_steps(self.tc.steps, self.tc.n_records))
         self.rows: list[dict] = []
         self.step, self.time = 0, 0.0
         self.probe_cache: dict = {}

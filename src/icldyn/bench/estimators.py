@@ -1,6 +1,6 @@
 """Per-prefix OLS and ridge, vectorised, against the field's reference: one lstsq per prompt and prefix.
 
-    python benchmarks/estimators.py [--threads 2] [--batch 1024] [--n-points 40] [--d 20]
+    python -m icldyn.bench.estimators [--threads 2] [--batch 1024] [--n-points 40] [--d 20]
 """
 
 from __future__ import annotations

@@ -1,0 +1,675 @@
+"""feature-convergence: one softmax attention head on K orthonormal features learns to attend to
+the query's own feature, phase by phase (Huang, Cheng & Liang 2023, "In-Context Convergence of
+Transformers"; spec `structured-features.md`).
+
+One command trains, as variants of one sweep directory (`compare`):
+- `balanced`  (p_k = 1/K), only Q trained, from Q(0) = 0;
+- `imbalanced` (feature 0 dominant, p_0 = `task.p_dominant`), only Q trained;
+- `full`: the imbalanced task with W^{KQ} and W^{PV} both trained (for comparison; W^{PV}'s
+  label weight bounds its stable lr, so it runs at `full_lr` over a shorter horizon).
+Training is plain GD on large fresh batches (`train.batch_size` prompts every step), with a
+linear warm-up so the early, fast phase is resolved on the time = Σ lr clock.
+
+after_training writes theory.parquet: the reduced score dynamics (theory/structured_features.py)
+run by GD at the run's own learning-rate schedule, from s = 0, recorded at the run's record steps,
+under the probes' names (`probe/feature_error/<k>`, `probe/same_feature_attention/<k>`,
+`probe/attention_mass/<k>/<n>`, `probe/score/<k>/<n>`, `loss/test`). For the balanced Q run it also
+writes the K-scaling: the reduced gradient flow for each K in `scaling_K` at N = K ·
+`scaling_tokens_per_feature` (`scaling/K=<K>,N=<N>/{same_feature_attention,feature_error}`).
+
+K-scaling (spec claim 5): `scaling_source="theory"` (quick preset) fits the exponents to the
+exact reduced dynamics (multinomial expectation), with a training check at the run's K (the
+balanced run's crossing times against the same flow); `scaling_source="training"` (paper preset)
+trains one balanced run per K (variants `K=<K>`, d = K, N = K · tokens per feature, lr ∝ K) and
+fits the trained crossing times. A generic `--sweep task.K=[...]` sweep is read the same way.
+Either is compared with the large-N closed form of the balanced flow (our derivation; module
+function `balanced_crossing_time`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator
+
+from icldyn.config import ExperimentConfig, TrainConfig
+from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
+from icldyn.probes import phases
+from icldyn.probes.features import feature_probe
+from icldyn.tasks.structured_features import StructuredFeaturesConfig
+from icldyn.theory import structured_features as theory
+from icldyn.train.schedule import lr_at, record_steps
+
+SOURCE = "Huang, Cheng & Liang 2023 (arXiv 2310.05249)"
+SOURCE_BAL = f"{SOURCE}, balanced features: finite-time convergence in two phases"
+SOURCE_IMB = f"{SOURCE}, imbalanced features: stage-wise convergence, one and four phases"
+SOURCE_RED = "spec structured-features.md: reduced score dynamics (our derivation), claim 4"
+SOURCE_SCALE = "spec structured-features.md claim 5; large-N closed form of the balanced flow (our derivation)"
+
+# Thresholds of the claims, fixed before any run.
+EPS_ATTENTION = 0.05     # a_k ≥ 1 − ε at the end of training
+EPS_ERROR = 1e-3         # ℓ_k ≤ 1e-3 at the end of training (the K-scaling's target too)
+STAGE_ERROR = 1e-2       # "reaches ℓ ≤ 10⁻²": the stage-wise ordering of the imbalanced case
+PHASE_SEPARATION = 10.0  # balanced: convergence takes ≥ 10× the attention-growth phase
+PHASE2_SLOPE = (-1.25, -0.75)  # balanced, late training: ℓ_k ∝ t^β with β ≈ −1 (closed form)
+MATCH_ATTENTION = 0.02   # max |a_k(t) − a_k^reduced(t)| for trained Q
+MATCH_CROSSING = 0.10    # relative gap of the crossing times, trained vs reduced flow (training check)
+EXPONENT_TOL = 0.10      # fitted K-exponents vs the closed form's over the same K
+
+
+class FeatureConvergenceConfig(ExperimentConfig):
+    experiment: Literal["feature-convergence"] = "feature-convergence"
+    task: StructuredFeaturesConfig = StructuredFeaturesConfig(d=5, K=5, n_points=100, balance="balanced")
+    model: SoftmaxAttentionConfig = SoftmaxAttentionConfig()
+    train: TrainConfig = TrainConfig(optimizer="gd", lr=10.0, steps=600, warmup_steps=100, batch_size=4096,
+                                     n_records=60, eval_prompts=100_000, eval_prompts_during=16_384,
+                                     checkpoint_every=200)
+    compare: list[Literal["balanced", "imbalanced", "full"]] = Field(
+        default=["balanced", "imbalanced", "full"],
+        description="variants trained by one command; [] trains the config as given (one run)")
+    full_lr: float = Field(default=1.0, gt=0, description="lr of the `full` variant (W^PV is unstable above ~2)")
+    full_steps: int = Field(default=500, gt=0)
+    theory_expectation: Literal["multinomial", "large_n"] = "multinomial"
+    scaling_K: list[int] = Field(default=[3, 5, 9, 16, 32], description="K values of the K-scaling; [] skips it")
+    scaling_source: Literal["theory", "training"] = "theory"
+    scaling_tokens_per_feature: int = Field(default=20, gt=0, description="N = K · this in the K-scaling")
+
+    @field_validator("scaling_K")
+    @classmethod
+    def _scaling_values(cls, v):
+        if v and (min(v) < 3 or len(set(v)) != len(v)):
+            raise ValueError("scaling_K: distinct values ≥ 3 (at K = 2 balanced attention starts at ½)")
+        return sorted(v)
+
+
+class FeatureConvergence(Experiment):
+    name = "feature-convergence"
+    title = "Softmax attention on structured features converges feature by feature, phase by phase"
+    paper = "Huang, Cheng & Liang 2023"
+    config_class = FeatureConvergenceConfig
+    time_target = "2 min on a 2-core CPU"
+    presets = {
+        "quick": {},
+        "paper": {"n_seeds": 3, "train.steps": 2000, "train.warmup_steps": 200, "train.n_records": 80,
+                  "train.batch_size": 16_384, "full_steps": 4000, "scaling_source": "training"},
+    }
+
+    # -- runs -------------------------------------------------------------------------------------
+    def variants(self, config):
+        out = {}
+        for name in config.compare:
+            ov = {"compare": [], "task.balance": "imbalanced" if name != "balanced" else "balanced",
+                  "model.train": "full" if name == "full" else "q"}
+            if name == "full":
+                ov.update({"train.lr": config.full_lr, "train.steps": config.full_steps})
+            if name != "balanced" or config.scaling_source == "training":
+                ov["scaling_K"] = []
+            out[name] = ov
+        if config.scaling_source == "training":
+            for K in config.scaling_K:
+                out[f"K={K}"] = scaling_overrides(config, K)
+        return out or None
+
+    def build_model(self, config, task, seeds):
+        return SoftmaxAttention(config.model, config.task.d, seeds, dtype=self.dtype(config))
+
+    def probes(self, config, task):
+        return [feature_probe(task, record_masses=config.task.K <= 8)]
+
+    def after_training(self, run_dir, config, task, model, device):
+        frames = []
+        if not config.model.query_in_softmax:  # the reduced dynamics do not cover that switch
+            frames.append(reduced_dynamics_frame(config))
+            if (config.scaling_K and config.scaling_source == "theory" and config.task.balance == "balanced"
+                    and config.model.train == "q"):
+                frames.append(scaling_frame(config))
+        run_dir.write_theory(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+
+    # -- claims -----------------------------------------------------------------------------------
+    def claims(self, run) -> list[Claim]:
+        views = run_views(run)
+        out: list[Claim] = []
+        for label, r in views:
+            kind = run_kind(r)
+            sfx = f"[{label}]"
+            if kind != "full":
+                out += convergence_claims(r, sfx)
+            if kind == "balanced":
+                out += balanced_phase_claims(r, sfx)
+            if kind in ("imbalanced", "full"):
+                out += imbalanced_claims(r, sfx)
+            out.append(match_claim(r, sfx))
+        out += scaling_claims(run, views)
+        return out
+
+    def figures(self, run):
+        from icldyn.report.structured_features import (attention_figure, feature_error_figure,
+                                                       scaling_figure)
+
+        views = run_views(run)
+        figs = [feature_error_figure(run, views), attention_figure(run, views)]
+        if scaling_points(run, views):
+            figs.append(scaling_figure(run, views))
+        return figs
+
+
+# -- runs and their kinds -------------------------------------------------------------------------
+def run_views(run) -> list[tuple[str, object]]:
+    """(name, run) pairs: the variants of a sweep directory, or the run itself."""
+    return list(run.variants.items()) or [(run_kind(run), run)]
+
+
+def run_kind(run) -> str:
+    c = run.config
+    return "full" if c.model.train == "full" else c.task.balance
+
+
+def scaling_overrides(config, K: int) -> dict:
+    """A balanced Q run at K features: d = K, N = K · tokens per feature, lr ∝ K (feature k moves
+    on the clock lr·p_k = lr/K), steps to cover 1.3× the closed form's time to ℓ < EPS_ERROR."""
+    lr = config.train.lr * K / 5
+    horizon = 1.3 * balanced_crossing_time(K, "error", EPS_ERROR)
+    warm = config.train.warmup_steps
+    steps = warm + max(int(math.ceil((horizon - lr * (warm + 1) / 2) / lr)), 1)
+    return {"compare": [], "scaling_K": [], "task.balance": "balanced", "model.train": "q",
+            "task.K": K, "task.d": max(K, config.task.d),
+            "task.n_points": K * config.scaling_tokens_per_feature, "train.lr": lr, "train.steps": steps}
+
+
+# -- theory on the run's clock --------------------------------------------------------------------
+def learning_rates(tc) -> list[float]:
+    """The trainer's lr of every update (constant/cosine/linear schedule with warm-up)."""
+    if tc.stages:
+        raise ValueError("feature-convergence: train.stages is not supported (one trained parameter)")
+    return [lr_at(s, tc.lr, tc.steps, tc.schedule, tc.warmup_steps) for s in range(tc.steps)]
+
+
+def reduced_gd(p, n_points: int, lrs, record, expectation="multinomial"):
+    """GD on the scores s (K, K) from 0 with the per-update learning rates `lrs`, recorded at the
+    steps `record`: (times (R,), states (R, K, K)); time = Σ lr accumulated as the trainer does."""
+    p = torch.as_tensor(p, dtype=torch.float64)
+    K = p.shape[0]
+    s = torch.zeros(K, K, dtype=torch.float64)
+    wanted, times, states, t = set(record), [], [], 0.0
+    for step in range(len(lrs) + 1):
+        if step in wanted:
+            times.append(t)
+            states.append(s.clone())
+        if step < len(lrs):
+            s = s - lrs[step] * theory.score_gradient(s, p, n_points, expectation)
+            t += lrs[step]
+    return np.asarray(times), torch.stack(states)
+
+
+def reduced_dynamics_frame(config) -> pd.DataFrame:
+    """theory.parquet rows (time, name, value) of the reduced dynamics on the run's records."""
+    p = torch.tensor(config.task.probabilities(), dtype=torch.float64)
+    N, K = config.task.n_points, config.task.K
+    times, states = reduced_gd(p, N, learning_rates(config.train), record_steps(config.train.steps,
+                               config.train.n_records), config.theory_expectation)
+    rows = []
+    for t, s in zip(times, states):
+        st = theory.score_stats(s, p, N, config.theory_expectation)
+        rows.append((t, "loss/test", float(st.loss @ p)))
+        for k in range(K):
+            rows.append((t, f"probe/feature_error/{k}", float(st.loss[k])))
+            rows.append((t, f"probe/same_feature_attention/{k}", float(st.attention[k, k])))
+            for n in range(K):
+                rows.append((t, f"probe/attention_mass/{k}/{n}", float(st.attention[k, n])))
+                rows.append((t, f"probe/score/{k}/{n}", float(s[k, n])))
+    return pd.DataFrame(rows, columns=["time", "name", "value"])
+
+
+def scaling_frame(config) -> pd.DataFrame:
+    """The balanced reduced gradient flow for every K of `scaling_K` (N = K · tokens per feature)
+    and for the run's own (K, N), feature 0 (all features are alike), on a log time grid."""
+    pairs = {(K, K * config.scaling_tokens_per_feature) for K in config.scaling_K}
+    pairs.add((config.task.K, config.task.n_points))
+    rows = []
+    for K, N in sorted(pairs):
+        t_end = 1.5 * balanced_crossing_time(K, "error", EPS_ERROR)
+        times = np.concatenate([[0.0], np.logspace(-2, math.log10(t_end), 160)])
+        flow = theory.gradient_flow([1.0 / K] * K, N, times, expectation=config.theory_expectation,
+                                    rtol=1e-7, atol=1e-10)
+        tag = f"scaling/K={K},N={N}"
+        for i, t in enumerate(times):
+            rows.append((t, f"{tag}/same_feature_attention", float(flow.same_feature_attention[i, 0])))
+            rows.append((t, f"{tag}/feature_error", float(flow.feature_loss[i, 0])))
+    return pd.DataFrame(rows, columns=["time", "name", "value"])
+
+
+def balanced_crossing_time(K: int, what: str, level: float | None = None) -> float:
+    """Closed form of the balanced large-N gradient flow from s = 0 (our derivation).
+
+    With p_k = 1/K, rows keep the form s_k = A e_k + B (1 − e_k); the odds x = (K − 1) e^{−(A−B)}
+    of the other features obey dx/dt = −K/(K−1)² · x³/(1 + x)³, a_k = 1/(1 + x) and
+    ℓ_k = ½ (1 − a_k)² K/(K − 1). Hence t(x) = (K−1)²/K · [F(K−1) − F(x)] with
+    F(x) = x + 3 ln x − 3/x − 1/(2x²). what = "attention": time to a_k = `level` (default ½);
+    "error": time to ℓ_k = `level`."""
+    def F(x):
+        return x + 3 * math.log(x) - 3 / x - 1 / (2 * x * x)
+
+    if what == "attention":
+        a = 0.5 if level is None else level
+        x = (1 - a) / a
+    elif what == "error":
+        b = math.sqrt(2 * level * (K - 1) / K)
+        x = b / (1 - b)
+    else:
+        raise ValueError(f"what must be 'attention' or 'error', got {what!r}")
+    return (K - 1) ** 2 / K * (F(K - 1) - F(x))
+
+
+# -- reading curves -------------------------------------------------------------------------------
+def seed_curves(run, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A metric as (time (T,), values (S, T)) with one row per seed; empty arrays if absent."""
+    m = run.metric(name)
+    if m.empty:
+        return np.zeros(0), np.zeros((0, 0))
+    table = m.pivot_table(index="time", columns="seed", values="value")
+    return table.index.values.astype(float), table.values.T.astype(float)
+
+
+def theory_curve(run, name: str) -> tuple[np.ndarray, np.ndarray]:
+    th = run.theory
+    rows = th[th["name"] == name].sort_values("time") if len(th) else th
+    return rows["time"].values.astype(float), rows["value"].values.astype(float)
+
+
+def on_grid(t_from, v_from, t_to) -> np.ndarray:
+    """v at the times t_to (theory rows share the trainer's times; else log-interpolated)."""
+    idx = np.searchsorted(t_from, t_to)
+    idx = np.clip(idx, 0, len(t_from) - 1)
+    exact = np.isclose(t_from[idx], t_to, rtol=1e-9, atol=1e-12)
+    if exact.all():
+        return v_from[idx]
+    return np.interp(t_to, t_from, v_from)
+
+
+# -- phase markers --------------------------------------------------------------------------------
+def feature_markers(t, same, error, dominant_mass=None, cross_score=None) -> dict:
+    """Phase markers of one query feature from its curves (time (T,), each (T,)):
+    t_attention_half (a_k passes ½; 0 when it starts above), t_error_1e-2 / t_error_1e-3 (ℓ_k
+    reaches them), the rise of a_k found by `phases.detect_rises`; for an under-represented
+    feature, t_overtake (a_k overtakes the dominant feature's mass) and the peak of the mean
+    cross-feature score B̄_k toward the other under-represented features (rise, then fall)."""
+    out = {"t_attention_half": phases.first_crossing(t, same, 0.5, "auto"),
+           f"t_error_{STAGE_ERROR:g}": phases.first_crossing(t, error, STAGE_ERROR, "down"),
+           f"t_error_{EPS_ERROR:g}": phases.first_crossing(t, error, EPS_ERROR, "down")}
+    try:
+        rises = phases.detect_rises(t, same)
+        out["attention_rises"] = [{"start": r.start, "midpoint": r.midpoint, "end": r.end,
+                                   "from": r.y_start, "to": r.y_end} for r in rises]
+    except ValueError:
+        out["attention_rises"] = []
+    if dominant_mass is not None:
+        out["t_overtake"] = phases.first_crossing(t, same - dominant_mass, 0.0, "up")
+    if cross_score is not None:
+        i = int(np.argmax(cross_score))
+        out["t_cross_peak"] = float(t[i])
+        out["cross_rise"] = float(cross_score[i] - cross_score[0])
+        out["cross_fall"] = float(cross_score[i] - cross_score[-1])
+    return out
+
+
+def minor_features(run) -> list[int]:
+    return list(range(1, run.config.task.K)) if run.config.task.balance == "imbalanced" else []
+
+
+def cross_score_curve(values_by_pair: dict, k: int, K: int) -> np.ndarray | None:
+    """B̄_k = mean over under-represented n ∉ {0, k} of s_{k,n} (the spec's cross-feature score)."""
+    others = [values_by_pair[(k, n)] for n in range(1, K) if n != k and (k, n) in values_by_pair]
+    return np.mean(others, axis=0) if others else None
+
+
+def markers_of(run, source: str = "train", seed_index: int | None = None) -> dict[int, dict]:
+    """Phase markers of every feature, from the trained curves (the seed mean, or one seed) or
+    from the reduced dynamics in theory.parquet (source="theory")."""
+    K = run.config.task.K
+    minors = set(minor_features(run))
+
+    def get(name):
+        if source == "theory":
+            return theory_curve(run, name)
+        t, v = seed_curves(run, name)
+        if v.size == 0:
+            return t, np.zeros(0)
+        return t, (v.mean(0) if seed_index is None else v[seed_index])
+
+    out = {}
+    for k in range(K):
+        t, same = get(f"probe/same_feature_attention/{k}")
+        _, err = get(f"probe/feature_error/{k}")
+        if same.size < 3 or err.size != same.size:
+            continue
+        dom = cross = None
+        if k in minors:
+            _, dom = get(f"probe/attention_mass/{k}/0")
+            pairs = {}
+            for n in range(1, K):
+                if n != k:
+                    tn, v = get(f"probe/score/{k}/{n}")
+                    if v.size == same.size:
+                        pairs[(k, n)] = v
+            cross = cross_score_curve(pairs, k, K)
+            dom = dom if dom.size == same.size else None
+        out[k] = feature_markers(t, same, err, dom, cross)
+    return out
+
+
+def _clean(obj):
+    """JSON-friendly: NaN → None, numpy scalars → floats, int keys → str."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj
+
+
+# -- claims ---------------------------------------------------------------------------------------
+def final_per_feature(run, prefix: str) -> np.ndarray:
+    """(S, K) final values of `prefix`/<k> per seed."""
+    K = run.config.task.K
+    cols = []
+    for k in range(K):
+        v = run.final(f"{prefix}/{k}")
+        cols.append(v.sort_index().values if len(v) else np.full(run.config.n_seeds, np.nan))
+    return np.stack(cols, axis=1)
+
+
+def convergence_claims(run, sfx: str) -> list[Claim]:
+    """Spec claim 1: a_k ≥ 1 − ε and ℓ_k ≤ ε_ℓ for every k at the end of training."""
+    c = run.config
+    a = final_per_feature(run, "probe/same_feature_attention")
+    err = final_per_feature(run, "probe/feature_error")
+    floors = [0.5 * (1 - p) ** c.task.n_points for p in c.task.probabilities()]
+    mode = f"{c.task.balance}, K = {c.task.K}, N = {c.task.n_points}"
+    details = {"per_feature_attention": a.mean(0).tolist(), "per_feature_error": err.mean(0).tolist(),
+               "error_floor": floors, "eval_prompts": c.train.eval_prompts,
+               "time": float(run.metric("loss/test")["time"].max()) if len(run.metrics) else None}
+    return [
+        above(f"attention_concentrates{sfx}",
+              f"Same-feature attention a_k → 1 for every feature ({mode}): min_k a_k at the end of training",
+              SOURCE, a.min(1), 1 - EPS_ATTENTION, tolerance=f"ε = {EPS_ATTENTION}", details=details),
+        below(f"error_vanishes{sfx}",
+              f"Prediction error ℓ_k → 0 for every feature ({mode}): max_k ℓ_k on held-out prompts "
+              f"(the floor ½(1−p_k)^N ≤ {max(floors):.1e} is far below)",
+              SOURCE, err.max(1), EPS_ERROR, tolerance=f"ε_ℓ = {EPS_ERROR:g}", details=details),
+    ]
+
+
+def late_slope(t, err, decades: float = 1.0) -> float:
+    """Least-squares slope of ln ℓ vs ln t over the last `decades` of recorded time."""
+    keep = (t >= t[-1] / 10 ** decades) & (t > 0) & (err > 0)
+    if keep.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(np.log(t[keep]), np.log(err[keep]), 1)[0])
+
+
+def balanced_phase_claims(run, sfx: str) -> list[Claim]:
+    """Spec claim 2: phase 1, a_k rises from 1/K to ½; phase 2, ℓ_k converges as a power law."""
+    c = run.config
+    K = c.task.K
+    ratios, slopes, markers = [], [], {}
+    for i in range(c.n_seeds):
+        m = markers_of(run, seed_index=i)
+        r = [m[k][f"t_error_{EPS_ERROR:g}"] / m[k]["t_attention_half"] if k in m else np.nan for k in range(K)]
+        ratios.append(np.min(r) if np.all(np.isfinite(r)) else np.nan)
+        sl = []
+        for k in range(K):
+            t, v = seed_curves(run, f"probe/feature_error/{k}")
+            sl.append(late_slope(t, v[i]) if v.size else np.nan)
+        slopes.append(sl)
+    slopes = np.asarray(slopes)
+    markers = {"trained (seed mean)": markers_of(run), "reduced dynamics": markers_of(run, "theory")}
+    expected_ratio = (balanced_crossing_time(K, "error", EPS_ERROR) / balanced_crossing_time(K, "attention"))
+    details = _clean({"phase_markers": markers, "closed_form_ratio": expected_ratio,
+                      "phase2_slopes": slopes.tolist()})
+    sep = above(f"two_phases{sfx}",
+                f"Balanced: two phases — a_k first rises from 1/K to ½ (phase 1), then ℓ_k converges over a "
+                f"much longer phase 2: min_k t(ℓ_k ≤ {EPS_ERROR:g}) / t(a_k ≥ ½)",
+                SOURCE_BAL, ratios, PHASE_SEPARATION,
+                tolerance=f"closed form (large N): {expected_ratio:.0f}", details=details)
+    worst = np.where(np.isfinite(slopes).all(1), np.abs(slopes + 1).max(1), np.nan)
+    lo, hi = PHASE2_SLOPE
+    ok = np.isfinite(slopes).all() and bool(((slopes >= lo) & (slopes <= hi)).all())
+    agg = float(slopes[np.unravel_index(np.nanargmax(np.abs(slopes + 1)), slopes.shape)]) \
+        if np.isfinite(slopes).any() else None
+    power = Claim(f"phase2_power_law{sfx}",
+                  "Balanced, phase 2: ℓ_k decays as t^β with β ≈ −1 (closed form: x ∝ t^−½, ℓ ∝ x²); "
+                  "log-log slope of ℓ_k over the last decade of training, the one farthest from −1",
+                  SOURCE_BAL, agg, f"in [{lo}, {hi}]", ok if agg is not None else None,
+                  "±0.25", worst.tolist(), None if agg is not None else "no finite slopes",
+                  {"slopes": slopes.tolist()})
+    return [sep, power]
+
+
+def imbalanced_claims(run, sfx: str) -> list[Claim]:
+    """Spec claim 3: the dominant feature converges first; under-represented ones through phases
+    marked by the competition of A_k with B_{k,n}."""
+    c = run.config
+    minors = minor_features(run)
+    train_markers, theory_markers = markers_of(run), markers_of(run, "theory")
+    out = []
+    # (a) ℓ_0 reaches 1e-2 before every under-represented feature
+    ratios = []
+    for i in range(c.n_seeds):
+        m = markers_of(run, seed_index=i)
+        key = f"t_error_{STAGE_ERROR:g}"
+        if 0 not in m or any(k not in m for k in minors):
+            ratios.append(np.nan)
+            continue
+        first_minor = min(m[k][key] for k in minors)
+        ratios.append(first_minor / m[0][key] if m[0][key] > 0 else np.nan)
+    details = _clean({"phase_markers": {"trained (seed mean)": train_markers, "reduced dynamics": theory_markers}})
+    mode = "full W^KQ, W^PV" if c.model.train == "full" else "Q"
+    out.append(above(f"dominant_first{sfx}",
+                     f"Imbalanced ({mode} trained): the dominant feature reaches ℓ ≤ {STAGE_ERROR:g} before every "
+                     f"under-represented one: min_minor t(ℓ_k ≤ {STAGE_ERROR:g}) / t(ℓ_0 ≤ {STAGE_ERROR:g})",
+                     SOURCE_IMB, ratios, 1.0, details=details))
+    # (b) the cross-feature score toward the other under-represented features rises, then falls
+    th_rise = [theory_markers[k]["cross_rise"] for k in minors if k in theory_markers and "cross_rise" in
+               theory_markers[k]]
+    expected_rise = 0.5 * min(th_rise) if th_rise else None
+    rises, ok = [], []
+    for i in range(c.n_seeds):
+        m = markers_of(run, seed_index=i)
+        r = [m[k].get("cross_rise", np.nan) for k in minors if k in m]
+        f = [m[k].get("cross_fall", np.nan) for k in minors if k in m]
+        rises.append(min(r) if r and np.all(np.isfinite(r)) else np.nan)
+        ok.append(bool(r) and expected_rise is not None and min(r) > expected_rise and min(f) > min(r))
+    rises = np.asarray(rises, dtype=float)
+    if expected_rise is None or not np.isfinite(rises).all() or len(minors) < 2:
+        out.append(Claim(f"cross_scores_non_monotone{sfx}", "Imbalanced: the cross-feature scores B_{k,n} toward "
+                         "other under-represented features rise, then fall", SOURCE_IMB, None, "rise, then fall",
+                         None, note="needs K ≥ 3, the reduced dynamics and the score probes", details=details))
+    else:
+        out.append(Claim(
+            f"cross_scores_non_monotone{sfx}",
+            f"Imbalanced ({mode} trained): for every under-represented k, the mean cross-feature score "
+            f"B̄_k = mean_n B_{{k,n}} (n under-represented, ≠ k) first rises, then falls below its start: min_k "
+            f"rise (the fall must exceed it)",
+            SOURCE_IMB, float(rises.min()), f"> {expected_rise:.3g} (½ the reduced dynamics' rise)", all(ok),
+            "50% of the reduced rise", rises.tolist(), None, details))
+    # (c) the four phases of an under-represented feature come in the spec's order
+    fracs = []
+    for i in range(c.n_seeds):
+        m = markers_of(run, seed_index=i)
+        good = [phase_order_ok(m.get(k, {})) for k in minors]
+        fracs.append(np.mean(good) if good else np.nan)
+    out.append(above(f"minor_phase_order{sfx}",
+                     f"Imbalanced ({mode} trained): each under-represented feature goes through its phases in "
+                     f"order — B̄_k peaks, a_k overtakes the dominant mass, a_k passes ½, ℓ_k ≤ {STAGE_ERROR:g} — "
+                     f"fraction of under-represented features in that order",
+                     SOURCE_IMB, fracs, 0.999, tolerance="all of them", details=details))
+    return out
+
+
+def phase_order_ok(m: dict) -> bool:
+    keys = ["t_cross_peak", "t_overtake", "t_attention_half", f"t_error_{STAGE_ERROR:g}"]
+    ts = [m.get(k, np.nan) for k in keys]
+    return bool(np.all(np.isfinite(ts)) and np.all(np.diff(ts) > 0))
+
+
+def match_claim(run, sfx: str) -> Claim:
+    """Spec claim 4: a_k(t) of the trained model against the reduced dynamics on the same clock."""
+    c = run.config
+    K = c.task.K
+    dev_a, dev_l = [], []
+    for k in range(K):
+        t, v = seed_curves(run, f"probe/same_feature_attention/{k}")
+        tt, tv = theory_curve(run, f"probe/same_feature_attention/{k}")
+        if v.size == 0 or tv.size == 0:
+            return Claim(f"matches_reduced_dynamics{sfx}", "Training matches the reduced dynamics", SOURCE_RED,
+                         None, f"< {MATCH_ATTENTION}", None, note="no reduced dynamics for this config "
+                         "(e.g. model.query_in_softmax=true) or no probes")
+        dev_a.append(np.abs(v - on_grid(tt, tv, t)[None]).max(1))
+        t, v = seed_curves(run, f"probe/feature_error/{k}")
+        tt, tv = theory_curve(run, f"probe/feature_error/{k}")
+        ref = on_grid(tt, tv, t)[None]
+        dev_l.append(np.abs(np.log(v / ref)).max(1))
+    dev_a, dev_l = np.max(dev_a, 0), np.max(dev_l, 0)
+    mode = ("W^KQ and W^PV trained (compared with the Q-only reduced dynamics)" if c.model.train == "full"
+            else "Q trained")
+    details = {"max_abs_log_ratio_feature_error": dev_l.tolist(), "batch_size": c.train.batch_size,
+               "lr": c.train.lr, "expectation": c.theory_expectation}
+    if c.model.train == "full":
+        t, v = seed_curves(run, "probe/value_scale")
+        if v.size:
+            details["value_scale_range"] = [float(v.min()), float(v.max())]
+    tol = MATCH_ATTENTION if c.model.train == "q" else FULL_MATCH_ATTENTION
+    return below(f"matches_reduced_dynamics{sfx}",
+                 f"{c.task.balance.capitalize()}, {mode}: max over t and k of |a_k(t) − a_k^reduced(t)| "
+                 f"(GD on the scores at the run's lr schedule, {c.theory_expectation} expectation)",
+                 SOURCE_RED, dev_a, tol, tolerance=f"{tol}", details=details)
+
+
+FULL_MATCH_ATTENTION = 0.1
+
+
+# -- K-scaling ------------------------------------------------------------------------------------
+def power_law_fit(x, y, level: float = 0.95) -> dict:
+    """Least squares ln y = α ln x + c: exponent α with its `level` confidence interval (t-dist)."""
+    from scipy import stats
+
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    fit = stats.linregress(lx, ly)
+    dof = len(lx) - 2
+    half = stats.t.ppf(0.5 + level / 2, dof) * fit.stderr if dof > 0 else float("inf")
+    return {"exponent": float(fit.slope), "ci": [float(fit.slope - half), float(fit.slope + half)],
+            "prefactor": float(np.exp(fit.intercept)), "stderr": float(fit.stderr)}
+
+
+def crossing_times(t, same, err) -> tuple[float, float]:
+    return (phases.first_crossing(t, same, 0.5, "up"), phases.first_crossing(t, err, EPS_ERROR, "down"))
+
+
+def scaling_points(run, views) -> dict:
+    """{"source": ..., "K": [...], "t_half": [...], "t_error": [...], "check": {...}} or {}."""
+    trained = []
+    for label, r in views:
+        c = r.config
+        swept_K = "task.K" in (run.sweep.get("swept") or {})
+        if c.task.balance == "balanced" and c.model.train == "q" and (label.startswith("K=") or swept_K):
+            t, same = seed_curves(r, "probe/same_feature_attention/0")
+            _, err = seed_curves(r, "probe/feature_error/0")
+            if same.size:
+                # all features alike: the per-seed mean over features of the crossing times
+                th, te = [], []
+                for k in range(c.task.K):
+                    _, s_k = seed_curves(r, f"probe/same_feature_attention/{k}")
+                    _, e_k = seed_curves(r, f"probe/feature_error/{k}")
+                    for i in range(s_k.shape[0]):
+                        a, b = crossing_times(t, s_k[i], e_k[i])
+                        th.append(a)
+                        te.append(b)
+                trained.append((c.task.K, float(np.mean(th)), float(np.mean(te)), c.task.n_points))
+    if len(trained) >= 2:
+        trained.sort()
+        return {"source": "training", "K": [p[0] for p in trained], "t_half": [p[1] for p in trained],
+                "t_error": [p[2] for p in trained], "N": [p[3] for p in trained]}
+    for label, r in views:
+        th = r.theory
+        if not len(th) or not th["name"].str.startswith("scaling/").any():
+            continue
+        c = r.config
+        pts = []
+        for K in c.scaling_K:
+            N = K * c.scaling_tokens_per_feature
+            t, a = theory_curve(r, f"scaling/K={K},N={N}/same_feature_attention")
+            _, e = theory_curve(r, f"scaling/K={K},N={N}/feature_error")
+            if a.size:
+                pts.append((K, *crossing_times(t, a, e), N))
+        # training check: the balanced run's crossing times vs the flow at its own (K, N)
+        K0, N0 = c.task.K, c.task.n_points
+        t, a = theory_curve(r, f"scaling/K={K0},N={N0}/same_feature_attention")
+        _, e = theory_curve(r, f"scaling/K={K0},N={N0}/feature_error")
+        check = {}
+        if a.size:
+            flow = crossing_times(t, a, e)
+            ts, tr_a = seed_curves(r, "probe/same_feature_attention/0")
+            meas_h, meas_e = [], []
+            for k in range(K0):
+                _, s_k = seed_curves(r, f"probe/same_feature_attention/{k}")
+                _, e_k = seed_curves(r, f"probe/feature_error/{k}")
+                for i in range(s_k.shape[0]):
+                    h_, e_ = crossing_times(ts, s_k[i], e_k[i])
+                    meas_h.append(h_)
+                    meas_e.append(e_)
+            check = {"K": K0, "N": N0, "flow": list(flow), "trained": [float(np.mean(meas_h)), float(np.mean(meas_e))],
+                     "run": label}
+        if pts:
+            return {"source": "theory", "K": [p[0] for p in pts], "t_half": [p[1] for p in pts],
+                    "t_error": [p[2] for p in pts], "N": [p[3] for p in pts], "check": check}
+    return {}
+
+
+def scaling_claims(run, views) -> list[Claim]:
+    pts = scaling_points(run, views)
+    if not pts:
+        return []
+    K = np.asarray(pts["K"], float)
+    src = ("exact reduced dynamics (multinomial, N = 20K), with a training check at small K"
+           if pts["source"] == "theory" else "trained balanced runs, one per K")
+    out = []
+    decades = float(np.log10(K.max() / K.min())) if len(K) else 0.0
+    for what, key, level, label in (("attention", "t_half", None, "a_k > ½"),
+                                    ("error", "t_error", EPS_ERROR, f"ℓ_k < {EPS_ERROR:g}")):
+        y = np.asarray(pts[key], float)
+        cid = f"k_scaling_{what}"
+        if len(K) < 4 or not np.isfinite(y).all():
+            out.append(Claim(cid, f"K-scaling of the time to {label}", SOURCE_SCALE, None, "", None,
+                             note=f"needs ≥ 4 values of K with finite crossing times (got {len(K)}: {y.tolist()})"))
+            continue
+        fit = power_law_fit(K, y)
+        closed = [balanced_crossing_time(int(k), what, level) for k in K]
+        ref = power_law_fit(K, closed)
+        gap = abs(fit["exponent"] - ref["exponent"])
+        out.append(Claim(
+            cid,
+            f"Balanced: the time to {label} grows as K^α over K = {K.astype(int).tolist()} ({decades:.2f} decades; "
+            f"{src}): fitted α [95% CI {fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]",
+            SOURCE_SCALE, fit["exponent"],
+            f"{ref['exponent']:.3f} ± {EXPONENT_TOL} (closed form, large N, same K)", gap <= EXPONENT_TOL,
+            f"±{EXPONENT_TOL}", [], None,
+            {"fit": fit, "closed_form_fit": ref, "K": K.tolist(), "times": y.tolist(), "closed_form_times": closed,
+             "N": pts["N"], "source": pts["source"],
+             "local_exponents": (np.diff(np.log(y)) / np.diff(np.log(K))).tolist()}))
+    chk = pts.get("check")
+    if chk:
+        flow, tr = np.asarray(chk["flow"]), np.asarray(chk["trained"])
+        rel = np.abs(tr / flow - 1)
+        out.append(below(
+            "k_scaling_training_check",
+            f"Training check of the K-scaling at K = {chk['K']} (N = {chk['N']}): trained crossing times of a_k > ½ "
+            f"and ℓ_k < {EPS_ERROR:g} vs the reduced gradient flow — worst relative gap",
+            SOURCE_SCALE, [rel.max()], MATCH_CROSSING, tolerance=f"{MATCH_CROSSING:.0%} (includes the lr's "
+            "discretisation)", details=_clean({"flow": flow.tolist(), "trained": tr.tolist(), "run": chk["run"]})))
+    return out

@@ -1,0 +1,263 @@
+"""induction-ngram / induction-full: the generalized induction head on in-context n-gram Markov
+chains and its three stages (Chen, Sheen, Wang & Yang 2024, "Unveiling Induction Heads").
+
+Data: the paper's fixed dataset, `train.dataset_size + validation_size` sequences (9,000 + 1,000)
+drawn once per seed from the task's "fixed" stream and split by index: the trainer trains on the
+first 9,000 (full-batch GD), `loss/val` and every baseline are measured on the last 1,000 — the
+same prompts, disjoint from the training set by construction (`NgramSplitTask`). `loss/test` is
+the trainer's usual held-out stream (fresh prompts shared by all seeds).
+
+induction-ngram trains the simplified model twice from one command — under the paper's loss
+−log(ŷ_y + ε) and under the authors' code loss (softmax cross-entropy of ŷ) — because claim 3
+(a grows without bound) depends on it: under −log ŷ at finite L an a → ∞ induction head pays
+−log ε whenever the target never followed the matching history, so a levels off at a finite
+value; the bounded code loss has no such penalty. Claims are checked on both runs.
+
+Init: RPE logits w+ = 1 on the preferred offset, w− = 0.01 elsewhere (mass 0.57 on it), the
+flatter init of the authors' runs; with the spec's e.g. w+ = 3, w− = 0.1 (mass 0.90) the copier
+has almost nothing left to learn and its slow late sharpening comes after a's growth.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import pandas as pd
+import torch
+from pydantic import Field
+
+from icldyn.config import ExperimentConfig, TrainConfig
+from icldyn.errors import UsageError
+from icldyn.experiments.base import Claim, Experiment
+from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
+                                     InductionSimplifiedConfig, token_loss)
+from icldyn.probes.induction import LOSSES, gih_with_a, induction_probe
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+
+SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
+BASELINES = ("unigram", "ngram_bayes", "gih", "oracle")
+FLAT_RPE = {"w_plus": 1.0, "w_minus": 0.01}
+
+
+# -- data: the fixed dataset and its validation split ---------------------------------------------
+class NgramSplitTask(NgramMarkovTask):
+    """`ngram-markov` with the paper's 90/10 split of one fixed draw (module doc).
+
+    stream "fixed" with batch_size = train_size: the first train_size sequences of a draw of
+    train_size + val_size; stream "val": the last val_size. Without a fixed training set
+    (train_size None: fresh sequences every step) "val" is val_size sequences of the unused
+    fixed stream. Shapes as in `tasks/ngram_markov.py`.
+    """
+
+    def __init__(self, config, dtype, train_size: int | None, val_size: int):
+        super().__init__(config, dtype)
+        self.train_size, self.val_size = train_size, val_size
+        self._drawn: dict = {}
+
+    def _split(self, seeds, device):
+        key = (tuple(seeds), str(device))
+        if key not in self._drawn:
+            n = self.train_size + self.val_size
+            self._drawn = {key: super().sample(seeds, 0, n, device=device, stream="fixed")}
+        return self._drawn[key]
+
+    def sample(self, seeds, step, batch_size, *, n_points=None, device="cpu", stream="train", alpha=None):
+        plain = n_points is None and alpha is None and self.train_size is not None
+        if stream == "fixed" and plain and batch_size == self.train_size:
+            return _contiguous(self._split(seeds, device).select(slice(0, self.train_size)))
+        if stream == "val":
+            if self.train_size is None:  # fresh training sequences: the fixed stream is unused
+                return super().sample(seeds, 0, self.val_size, n_points=n_points, device=device,
+                                      stream="fixed", alpha=alpha)
+            if not plain:
+                raise UsageError("the validation split is part of the fixed dataset: it has the training "
+                                 "length and prior (use eval_batch for other n_points or alpha)")
+            return _contiguous(self._split(seeds, device).select(slice(self.train_size, None)))
+        return super().sample(seeds, step, batch_size, n_points=n_points, device=device, stream=stream,
+                              alpha=alpha)
+
+
+def _contiguous(batch):
+    batch.x, batch.y = batch.x.contiguous(), batch.y.contiguous()
+    return batch
+
+
+# -- configs ---------------------------------------------------------------------------------------
+class InductionNgramConfig(ExperimentConfig):
+    experiment: Literal["induction-ngram"] = "induction-ngram"
+    task: NgramMarkovConfig = NgramMarkovConfig()
+    model: InductionSimplifiedConfig = InductionSimplifiedConfig(**FLAT_RPE)
+    train: TrainConfig = TrainConfig(optimizer="gd", lr=1.0, steps=3000, batch_size=9000, dataset_size=9000,
+                                     n_records=40, eval_prompts=4000, eval_prompts_during=1000,
+                                     checkpoint_every=1000)
+    validation_size: int = Field(default=1000, gt=0, description="the held-out 10% of the fixed dataset")
+    compare_losses: bool = Field(default=True, description="train under both losses (paper, code): two runs")
+    info_draws: int = Field(default=4000, gt=10, description="Monte-Carlo draws of π for Ĩ(S)")
+    generalisation_lengths: list[int] = Field(default=[25, 50, 100, 200, 400], min_length=1)
+    generalisation_alpha: float = Field(default=1.0, gt=0, description="a prior α other than the training one")
+    generalisation_prompts: int = Field(default=2000, gt=0)
+
+
+class InductionFullExpConfig(InductionNgramConfig):
+    experiment: Literal["induction-full"] = "induction-full"
+    model: InductionFullConfig = InductionFullConfig(**FLAT_RPE)
+    train: TrainConfig = TrainConfig(optimizer="gd", lr=1e-3, steps=3000, batch_size=9000, dataset_size=9000,
+                                     n_records=50, eval_prompts=4000, eval_prompts_during=1000,
+                                     checkpoint_every=1000)
+    compare_losses: bool = False
+
+
+# -- theory: Ĩ and S* ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def information(S: int, parents: tuple, alpha: float, window: int, max_degree: int, n_draws: int) -> dict:
+    """Ĩ and I_χ² per subset (mean, stderr), S*, the runner-up and the paired z-score of S*'s margin."""
+    from icldyn.theory import induction as th
+
+    args = dict(n_states=S, parents=list(parents), alpha=alpha, window=window, max_degree=max_degree,
+                n_draws=n_draws, seed=0)
+    draws = th.information_draws(**args)
+    chi2 = th.information_draws(**{**args, "kind": "chi2"})
+    means = {k: float(v.mean()) for k, v in draws.items()}
+    best = max(means, key=means.get)
+    runner = max((k for k in means if k != best), key=means.get, default=best)
+    diff = draws[best] - draws[runner]
+    z = float(diff.mean() / (diff.std() / math.sqrt(len(diff)))) if runner != best else math.inf
+    se = lambda v: float(v.std() / math.sqrt(len(v)))  # noqa: E731
+    return {"modified": {k: (float(v.mean()), se(v)) for k, v in draws.items()},
+            "chi2": {k: (float(v.mean()), se(v)) for k, v in chi2.items()},
+            "s_star": tuple(int(s) for s in best.split("+")), "runner_up": runner, "margin_z": z}
+
+
+def info_for(config) -> dict:
+    t, m = config.task, config.model
+    return information(t.n_states, tuple(t.parents), float(t.alpha), m.window, m.max_degree, config.info_draws)
+
+
+def theory_frame(config) -> pd.DataFrame:
+    """theory.parquet rows (time 0: static values): info/<kind>/<subset>[/stderr], s_star/<k>, margin_z."""
+    info = info_for(config)
+    rows = []
+    for kind in ("modified", "chi2"):
+        for name, (mean, se) in info[kind].items():
+            rows += [(0.0, f"info/{kind}/{name}", mean), (0.0, f"info/{kind}/{name}/stderr", se)]
+    rows += [(0.0, f"s_star/{k}", float(s)) for k, s in enumerate(info["s_star"])]
+    rows.append((0.0, "margin_z", info["margin_z"]))
+    return pd.DataFrame(rows, columns=["time", "name", "value"])
+
+
+# -- the experiments -------------------------------------------------------------------------------
+def run_views(run):
+    """(suffix, run) pairs: one per training loss of a sweep directory, or the run itself."""
+    if run.variants:
+        return [(f"[{name.split('=')[-1]}]", r) for name, r in run.variants.items()]
+    return [("", run)]
+
+
+class InductionNgram(Experiment):
+    name = "induction-ngram"
+    title = "Simplified two-layer transformer learns the generalized induction head in three stages"
+    paper = "Chen, Sheen, Wang & Yang 2024"
+    config_class = InductionNgramConfig
+    time_target = "3 min on a 2-core CPU"
+    presets = {
+        "quick": {},
+        "paper": {"train.steps": 50_000, "train.n_records": 60, "train.eval_prompts": 20_000,
+                  "train.checkpoint_every": 5000, "generalisation_prompts": 10_000, "info_draws": 20_000},
+        "staged": {"train.stages": [{"params": ["c"], "steps": 1000}, {"params": ["w"], "steps": 1000},
+                                    {"params": ["a"], "steps": 1000}]},
+    }
+
+    def build_task(self, config):
+        return NgramSplitTask(config.task, self.dtype(config), config.train.dataset_size, config.validation_size)
+
+    def build_model(self, config, task, seeds):
+        cls = InductionFull if isinstance(config.model, InductionFullConfig) else InductionSimplified
+        return cls(config.model, config.task, seeds, dtype=self.dtype(config))
+
+    def variants(self, config):
+        if not config.compare_losses:
+            return None
+        return {f"loss={k}": {"model.loss": k, "compare_losses": False} for k in LOSSES}
+
+    def probes(self, config, task):
+        s_star = info_for(config)["s_star"]
+        validation = lambda seeds, device: task.sample(seeds, 0, config.validation_size, device=device,  # noqa: E731
+                                                       stream="val")
+        return [induction_probe(task, validation, s_star, baselines=BASELINES)]
+
+    def after_training(self, run_dir, config, task, model, device):
+        run_dir.write_theory(theory_frame(config))
+        run_dir.write_curves(generalisation_curves(config, task, model, device))
+
+    def claims(self, run) -> list[Claim]:
+        from icldyn.experiments.induction_claims import ngram_claims
+
+        return ngram_claims(run, run_views(run))
+
+    def figures(self, run):
+        from icldyn.report.induction import ngram_figures
+
+        return ngram_figures(run, run_views(run))
+
+
+class InductionFullExperiment(InductionNgram):
+    name = "induction-full"
+    title = "Full two-layer transformer (content QK, OV, LayerNorm): loss plateau, then emergence"
+    config_class = InductionFullExpConfig
+    presets = {
+        "quick": {},
+        "paper": {"train.steps": 50_000, "train.n_records": 60, "train.eval_prompts": 20_000,
+                  "train.checkpoint_every": 5000, "generalisation_prompts": 10_000, "info_draws": 20_000},
+    }
+
+    def claims(self, run) -> list[Claim]:
+        from icldyn.experiments.induction_claims import full_claims
+
+        return full_claims(run, run_views(run))
+
+    def figures(self, run):
+        from icldyn.report.induction import full_figures
+
+        return full_figures(run, run_views(run))
+
+
+# -- generalisation: other context lengths and another prior -------------------------------------
+@torch.no_grad()
+def generalisation_curves(config, task, model, device) -> pd.DataFrame:
+    """Loss of the trained model and of every baseline for L ∈ generalisation_lengths at the
+    training α and at generalisation_alpha, both losses: curves.parquet rows with predictor
+    `<name>/<loss>/alpha=<α>`, n_examples = L, mse = the mean loss (cross-entropy, not an MSE:
+    the column keeps the store's schema), its stderr over prompts, seed (−1: one value for all)."""
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+
+    s_star = list(info_for(config)["s_star"])
+    seeds = list(range(config.seed, config.seed + config.n_seeds))
+    eps = config.model.loss_eps
+    a_values = model.a.tolist()
+    rows = []
+    for alpha in dict.fromkeys([float(config.task.alpha), float(config.generalisation_alpha)]):
+        for L in config.generalisation_lengths:
+            b = task.eval_batch(config.generalisation_prompts, config.eval_seed + 1, n_points=L, alpha=alpha,
+                                device=device)
+            preds = {"model": model(b), "gih_model_a": gih_with_a(task, b, s_star, a_values)}
+            for name in BASELINES:
+                params = {"subset": s_star} if name == "gih" else {}
+                preds[name] = NGRAM_ESTIMATORS[name](task, **params)(b)
+            for name, p in preds.items():
+                for kind in LOSSES:
+                    per = _per_prompt_loss(p, b.y, kind, eps)                    # (E, B)
+                    for e in range(per.shape[0]):
+                        seed = seeds[e] if per.shape[0] == len(seeds) and name in ("model", "gih_model_a") else -1
+                        v = per[e]
+                        rows.append((f"{name}/{kind}/alpha={alpha:g}", L, float(v.mean()),
+                                     float(v.std() / math.sqrt(len(v))), seed))
+    return pd.DataFrame(rows, columns=["predictor", "n_examples", "mse", "stderr", "seed"])
+
+
+def _per_prompt_loss(probs, y, kind, eps) -> torch.Tensor:
+    """(E, B) per-prompt losses (token_loss averages over prompts; here each prompt is its own batch)."""
+    E, B, S = probs.shape
+    flat = probs.reshape(E * B, 1, S)
+    return token_loss(flat, y.expand(E, B).reshape(E * B, 1), kind, eps).reshape(E, B).double()

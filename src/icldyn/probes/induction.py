@@ -1,0 +1,111 @@
+"""Probes of the induction-head models (Chen, Sheen, Wang & Yang 2024) on the `ngram-markov` task.
+
+  probe/selector/<subset>        normalised c_S² of each selector subset (named by offsets: `1+2`)
+  probe/rpe_mass/<h>/<offset>    head h's (from 0) positional attention mass on offset 1..M
+  probe/a                        the classifier's scale a
+  loss/val                       the training-convention loss on the fixed validation split;
+  loss/val/paper, loss/val/code  the same prompts under both losses, to compare with baselines
+  baseline/<name>/<loss>         an estimator's loss on the same validation prompts (last record)
+  baseline/gih_model_a/<loss>    the GIH on S* with the model's own a (every record: it follows a(t))
+  probe/head_ablation/<h>        last record: rise of loss/val when head h's RPE is made uniform
+
+The validation prompts are per seed (each seed has its own fixed dataset and split): a callable
+`validation(seeds, device) -> Batch` (E, B, L) gives them; they are cached in the probe cache.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from icldyn.models.induction import token_loss
+
+LOSSES = ("paper", "code")
+
+
+def _validation(ctx, validation: Callable) -> object:
+    key = "validation"
+    if key not in ctx.cache:
+        ctx.cache[key] = validation(list(ctx.seeds), ctx.eval_batch.x.device)
+    return ctx.cache[key]
+
+
+def estimator_losses(probs: torch.Tensor, batch, eps: float) -> dict[str, torch.Tensor]:
+    """{paper, code} → per-seed loss (E,) of probability vectors probs (E, B, S)."""
+    return {k: token_loss(probs, batch.y, k, eps).double() for k in LOSSES}
+
+
+def gih_with_a(task, batch, subset: Sequence[int], a_values: Sequence[float]) -> torch.Tensor:
+    """GIH(subset, a_e) of seed e on seed e's prompts: (E, B, S); a batch with E = 1 is shared."""
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+
+    outs = []
+    for e, a in enumerate(a_values):
+        part = batch if batch.x.shape[0] == 1 else _seed_slice(batch, e)
+        outs.append(NGRAM_ESTIMATORS["gih"](task, subset=list(subset), a=float(a))(part)[0])
+    return torch.stack(outs)
+
+
+def _seed_slice(batch, e: int):
+    from icldyn.tasks.base import Batch
+
+    extras = {k: v[e:e + 1] if torch.is_tensor(v) and v.dim() > 1 else v for k, v in batch.extras.items()}
+    return Batch(batch.x[e:e + 1], batch.y[e:e + 1], extras)
+
+
+def induction_probe(task, validation: Callable, s_star: Sequence[int], *,
+                    baselines: Sequence[str] = ("unigram", "ngram_bayes", "gih", "oracle"),
+                    ablate_heads: bool = True) -> Callable:
+    """Every metric of the module doc in one probe (one forward pass on the validation split)."""
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+
+    s_star = list(s_star)
+
+    @torch.no_grad()
+    def probe(ctx) -> dict[str, torch.Tensor]:
+        m = ctx.model
+        out: dict[str, torch.Tensor] = {}
+        for k, name in enumerate(m.subset_names):
+            out[f"probe/selector/{name}"] = m.subset_weights()[:, k]
+        mass = m.rpe_mass()                                                  # (E, H, M)
+        for h in range(mass.shape[1]):
+            for j in range(mass.shape[2]):
+                out[f"probe/rpe_mass/{h}/{j + 1}"] = mass[:, h, j]
+        out["probe/a"] = m.a.detach().clone()
+        val = _validation(ctx, validation)
+        eps = m.config.loss_eps
+        probs = m(val)
+        losses = estimator_losses(probs, val, eps)
+        out["loss/val"] = losses[m.config.loss]
+        for k, v in losses.items():
+            out[f"loss/val/{k}"] = v
+        gih_a = gih_with_a(task, val, s_star, m.a.tolist())
+        for k, v in estimator_losses(gih_a, val, eps).items():
+            out[f"baseline/gih_model_a/{k}"] = v
+        if ctx.final:
+            for name in baselines:
+                params = {"subset": s_star} if name == "gih" else {}
+                pred = NGRAM_ESTIMATORS[name](task, **params)(val)
+                for k, v in estimator_losses(pred, val, eps).items():
+                    out[f"baseline/{name}/{k}"] = v
+            if ablate_heads:
+                out.update(head_ablation(m, val, out["loss/val"]))
+        return out
+
+    return probe
+
+
+@torch.no_grad()
+def head_ablation(model, batch, base_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """probe/head_ablation/<h>: loss rise when head h attends uniformly over its window (w_h = 0).
+
+    A head whose subsets carry no selector weight changes nothing; the parameters are restored.
+    """
+    out = {}
+    saved = model.w.detach().clone()
+    for h in range(saved.shape[1]):
+        model.w[:, h] = 0.0
+        out[f"probe/head_ablation/{h}"] = model.loss(model(batch), batch).double() - base_loss
+        model.w.copy_(saved)
+    return out

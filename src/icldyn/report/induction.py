@@ -1,0 +1,242 @@
+"""Figures of induction-ngram and induction-full (Chen, Sheen, Wang & Yang 2024), from stored runs.
+
+dynamics.png       per training loss: normalised c_S² per subset, the S* heads' parent mass and a(t)
+                   with the detected stage times, and the validation loss with every baseline
+rpe.png            each head's positional attention mass over offsets, at init and at the end
+generalisation.png loss vs context length L at the training α and another α (model and baselines)
+full.png           induction-full: training loss with the plateau/drop found, selector, RPE, a
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
+
+BASELINE_STYLE = {  # name → (label, colour, line style)
+    "unigram": ("in-context unigram", PALETTE[7], ":"),
+    "gih": ("GIH(S*, a → ∞)", PALETTE[2], "--"),
+    "gih_model_a": ("GIH(S*, model's a)", PALETTE[1], "--"),
+    "ngram_bayes": ("Bayes n-gram (true parents)", PALETTE[4], "-."),
+    "oracle": ("oracle π(·|parents)", "k", ":"),
+}
+STAGE_COLOURS = {"selector": PALETTE[0], "copier": PALETTE[3], "classifier": PALETTE[2]}
+
+
+def _seed_mean(run, name: str, x: str = "time"):
+    m = run.metric(name)
+    m = m[m[x] > 0]
+    g = m.groupby(x)["value"]
+    return g.mean().index.to_numpy(), g.mean().to_numpy(), g.min().to_numpy(), g.max().to_numpy()
+
+
+def _band(ax, run, name, color, label, lw=1.8, ls="-"):
+    t, mean, lo, hi = _seed_mean(run, name)
+    if t.size == 0:
+        return
+    ax.plot(t, mean, color=color, label=label, lw=lw, ls=ls)
+    if run.config.n_seeds > 1:
+        ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _loss_label(run) -> str:
+    return {"paper": "paper loss −log(ŷ_y+ε)", "code": "code loss CE(softmax ŷ)"}[run.config.model.loss]
+
+
+def _selector_panel(ax, run, s_star):
+    star = "+".join(map(str, s_star))
+    names = sorted({n.split("/")[-1] for n in run.metrics["name"] if n.startswith("probe/selector/")},
+                   key=lambda n: (n.count("+"), n))
+    for k, n in enumerate(names):
+        bold = n == star
+        _band(ax, run, f"probe/selector/{n}", PALETTE[k % 10], f"{{{n}}}" + (" = S*" if bold else ""),
+              lw=2.6 if bold else 1.3)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, alpha=0.3)
+    ax.set_ylabel("normalised $c_S^2$")
+    ax.set_title("selector: weight of each subset of heads")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def _stage_lines(ax, times: dict, ymax_text=True):
+    for comp, ts in times.items():
+        ts = [t for t in ts if np.isfinite(t)]
+        if ts:
+            t = float(np.median(ts))
+            ax.axvline(t, color=STAGE_COLOURS[comp], lw=0.9, ls=":")
+            ax.text(t, 0.02, f" {comp}", color=STAGE_COLOURS[comp], rotation=90, fontsize=7,
+                    transform=ax.get_xaxis_transform(), va="bottom")
+
+
+def _copier_classifier_panel(ax, run, s_star, times):
+    from icldyn.experiments.induction_claims import head_offsets
+
+    pairs = head_offsets(run, s_star)
+    for k, (h, o) in enumerate(pairs):
+        _band(ax, run, f"probe/rpe_mass/{h}/{o}", STAGE_COLOURS["copier"], f"head {h}: mass on offset {o}",
+              ls=["-", "--", "-."][k % 3])
+    H = run.config.model.n_heads
+    for h in range(H):
+        if h not in [p[0] for p in pairs]:
+            _band(ax, run, f"probe/rpe_mass/{h}/{h + 1}", PALETTE[7], f"head {h} (outside S*): offset {h + 1}",
+                  lw=1.0)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("positional attention mass")
+    ax.grid(True, alpha=0.3)
+    ax2 = ax.twinx()
+    _band(ax2, run, "probe/a", STAGE_COLOURS["classifier"], "a (right axis)")
+    ax2.set_ylabel("classifier scale a", color=STAGE_COLOURS["classifier"])
+    ax2.set_ylim(bottom=0)
+    _stage_lines(ax, times)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center left")
+    ax.set_title("copier (RPE) and classifier (a); dotted: stage times")
+
+
+def _loss_panel(ax, run, kind=None):
+    kind = kind or run.config.model.loss
+    _band(ax, run, f"loss/val/{kind}", "k", "model, validation", lw=2.2)
+    _band(ax, run, "loss/train", PALETTE[0], "model, training set", lw=1.0, ls="--") if kind == run.config.model.loss \
+        else None
+    _band(ax, run, f"baseline/gih_model_a/{kind}", BASELINE_STYLE["gih_model_a"][1], "GIH(S*, a(t))", lw=1.0,
+          ls="--")
+    for name in ("unigram", "gih", "ngram_bayes", "oracle"):
+        f = run.final(f"baseline/{name}/{kind}")
+        label, color, ls = BASELINE_STYLE[name]
+        if len(f):
+            v = float(f.mean())
+            if name == "gih" and kind == "paper":
+                label += f" = {v:.2f} (ε floor)"
+                if v > 2:
+                    continue
+            hline(ax, v, label, color, ls=ls)
+    ax.set_xscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("time = Σ lr (= epochs at lr 1)")
+    ax.set_ylabel(f"{kind} loss")
+    ax.set_title(f"validation loss ({kind} loss) and baselines")
+    ax.legend(fontsize=7)
+
+
+def _gih_paper_note(run) -> str:
+    f = run.final("baseline/gih/paper")
+    return f"GIH(S*, a→∞) under the paper loss: {float(f.mean()):.2f} (ε = {run.config.model.loss_eps:g})" if len(f) \
+        else ""
+
+
+def dynamics_figure(run, views):
+    from icldyn.experiments.induction_claims import stage_times, stored_s_star
+
+    fig, ax = new_figure(len(views), 3, size=(5.2, 3.9))
+    for row, (sfx, r) in enumerate(views):
+        s_star = stored_s_star(r)
+        _selector_panel(ax[row, 0], r, s_star)
+        _copier_classifier_panel(ax[row, 1], r, s_star, stage_times(r, s_star))
+        _loss_panel(ax[row, 2], r)
+        for a in ax[row]:
+            a.set_xlabel("time = Σ lr")
+        ax[row, 0].set_title(f"{_loss_label(r)}\n" + ax[row, 0].get_title(), fontsize=10)
+    return finish(fig, run.path / "figures" / "dynamics.png")
+
+
+def _rpe_matrix(run, step_pick) -> np.ndarray:
+    c = run.config.model
+    mats = np.full((c.n_heads, c.window), np.nan)
+    for h in range(c.n_heads):
+        for j in range(c.window):
+            m = run.metric(f"probe/rpe_mass/{h}/{j + 1}")
+            if len(m):
+                step = step_pick(m["step"])
+                mats[h, j] = m[m["step"] == step]["value"].mean()
+    return mats
+
+
+def rpe_figure(run, views):
+    from icldyn.experiments.induction_claims import stored_s_star
+
+    fig, ax = new_figure(len(views), 2, size=(3.6, 2.9))
+    for row, (sfx, r) in enumerate(views):
+        s_star = stored_s_star(r)
+        for col, (title, pick) in enumerate((("at init", lambda s: s.min()), ("at the end", lambda s: s.max()))):
+            a = ax[row, col]
+            mat = _rpe_matrix(r, pick)
+            im = a.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+            for h in range(mat.shape[0]):
+                for j in range(mat.shape[1]):
+                    a.text(j, h, f"{mat[h, j]:.2f}", ha="center", va="center", fontsize=8,
+                           color="w" if mat[h, j] < 0.6 else "k")
+            a.set_xticks(range(mat.shape[1]), [str(j + 1) for j in range(mat.shape[1])])
+            a.set_yticks(range(mat.shape[0]),
+                         [f"head {h}" + (" (S*)" if h + 1 in s_star else "") for h in range(mat.shape[0])])
+            a.set_xlabel("offset j (attends to x_{i−j})")
+            a.set_title(f"RPE mass {title}\n{_loss_label(r)}", fontsize=9)
+        fig.colorbar(im, ax=ax[row, 1], fraction=0.046)
+    return finish(fig, run.path / "figures" / "rpe.png")
+
+
+def generalisation_figure(run, views):
+    base = views[0][1]
+    alphas = list(dict.fromkeys([float(base.config.task.alpha), float(base.config.generalisation_alpha)]))
+    fig, ax = new_figure(len(views), len(alphas), size=(4.6, 3.6))
+    for row, (sfx, r) in enumerate(views):
+        kind, cv = r.config.model.loss, r.curves
+        if cv.empty:
+            continue
+        for col, alpha in enumerate(alphas):
+            a = ax[row, col]
+            for name, (label, color, ls) in {"model": ("trained model", "k", "-"), **BASELINE_STYLE}.items():
+                if name == "gih" and kind == "paper":
+                    continue  # unbounded under −log ŷ up to the ε floor: off the scale
+                rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
+                if rows.empty:
+                    continue
+                g = rows.groupby("n_examples")["mse"].mean()
+                a.plot(g.index, g.values, color=color, ls=ls, lw=2.2 if name == "model" else 1.3,
+                       marker="o" if name == "model" else None, ms=4, label=label)
+            a.axvline(r.config.task.n_points, color="grey", lw=0.8, ls=":")
+            a.set_xscale("log")
+            a.set_xticks(r.config.generalisation_lengths, [str(L) for L in r.config.generalisation_lengths])
+            a.minorticks_off()
+            a.grid(True, alpha=0.3)
+            a.set_xlabel("context length L (trained at the dotted line)")
+            a.set_ylabel(f"{kind} loss")
+            trained = " (training prior)" if alpha == float(r.config.task.alpha) else ""
+            a.set_title(f"α = {alpha:g}{trained}; {_loss_label(r)}", fontsize=9)
+            a.legend(fontsize=7)
+    return finish(fig, run.path / "figures" / "generalisation.png")
+
+
+def ngram_figures(run, views):
+    return [dynamics_figure(run, views), rpe_figure(run, views), generalisation_figure(run, views)]
+
+
+def full_figures(run, views):
+    from icldyn.experiments.induction_claims import curve, plateau_then_emergence, stored_s_star
+
+    figs = []
+    for sfx, r in views:
+        s_star = stored_s_star(r)
+        fig, ax = new_figure(1, 3, size=(5.2, 3.9))
+        a = ax[0, 0]
+        _loss_panel(a, r)
+        t, y = curve(r, "loss/train", r.seeds[0])
+        found = plateau_then_emergence(t, y)
+        if found["plateau"]:
+            s, e, _ = found["plateau"]
+            a.axvspan(s, e, color=PALETTE[7], alpha=0.15, lw=0, label="plateau (probes.phases)")
+        if found["drop"]:
+            s, e, _, _ = found["drop"]
+            a.axvspan(s, e, color=PALETTE[3], alpha=0.15, lw=0, label="drop (probes.phases)")
+        a.legend(fontsize=7)
+        a.set_title(f"full model: loss (peak/initial rate of decrease {found['acceleration']:.2g}×)", fontsize=9)
+        _selector_panel(ax[0, 1], r, s_star)
+        ax[0, 1].set_xlabel("time = Σ lr")
+        _copier_classifier_panel(ax[0, 2], r, s_star, {})
+        ax[0, 2].set_xlabel("time = Σ lr")
+        figs.append(finish(fig, r.path / "figures" / "full.png" if r.path != run.path else
+                           run.path / "figures" / "full.png"))
+    figs.append(rpe_figure(run, views))
+    return figs
