@@ -22,6 +22,7 @@ def _register_all() -> None:
         EXPERIMENTS.register(exp.name, exp)
     for exp in (InductionNgram(), InductionFullExperiment()):
         EXPERIMENTS.register(exp.name, exp)
+    from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
 
 
 def config_from_yaml(path: Path):

@@ -7,8 +7,13 @@ One command trains, as variants of one sweep directory (`compare`):
 - `imbalanced` (feature 0 dominant, p_0 = `task.p_dominant`), only Q trained;
 - `full`: the imbalanced task with W^{KQ} and W^{PV} both trained (for comparison; W^{PV}'s
   label weight bounds its stable lr, so it runs at `full_lr` over a shorter horizon).
-Training is plain GD on large fresh batches (`train.batch_size` prompts every step), with a
-linear warm-up so the early, fast phase is resolved on the time = Σ lr clock.
+`--set compare=[]` trains the config as given instead (one run: `--set task.balance=...`,
+`model.train=...` then apply). Training is plain GD on large fresh batches (`train.batch_size`
+prompts every step; a fixed training set, `train.dataset_size`, is supported by the trainer but
+its frozen sampling bias moves a_k(t) by ~0.05 at 8192 prompts), with a linear warm-up so the
+early, fast phase is resolved on the time = Σ lr clock. Errors are plain held-out errors, not
+conditioned on the prompt holding the query's feature: N = 100 puts the floor ½(1 − p_k)^N at
+≤ 1.3·10⁻⁵, far below the thresholds.
 
 after_training writes theory.parquet: the reduced score dynamics (theory/structured_features.py)
 run by GD at the run's own learning-rate schedule, from s = 0, recorded at the run's record steps,
@@ -17,13 +22,18 @@ under the probes' names (`probe/feature_error/<k>`, `probe/same_feature_attentio
 writes the K-scaling: the reduced gradient flow for each K in `scaling_K` at N = K ·
 `scaling_tokens_per_feature` (`scaling/K=<K>,N=<N>/{same_feature_attention,feature_error}`).
 
+Phase markers (per feature, from the stored curves; `feature_markers`): a_k passes ½, ℓ_k reaches
+10⁻² and 10⁻³, the rise of a_k found by `probes.phases.detect_rises`, and for an under-represented
+feature the peak of the cross-feature score B̄_k (rise, then fall) and the time a_k overtakes the
+dominant feature's mass. They go into the claims' details and onto the figures.
+
 K-scaling (spec claim 5): `scaling_source="theory"` (quick preset) fits the exponents to the
 exact reduced dynamics (multinomial expectation), with a training check at the run's K (the
 balanced run's crossing times against the same flow); `scaling_source="training"` (paper preset)
-trains one balanced run per K (variants `K=<K>`, d = K, N = K · tokens per feature, lr ∝ K) and
-fits the trained crossing times. A generic `--sweep task.K=[...]` sweep is read the same way.
-Either is compared with the large-N closed form of the balanced flow (our derivation; module
-function `balanced_crossing_time`).
+trains one balanced run per K (variants `K=<K>`, see `scaling_overrides`) and fits the trained
+crossing times. A generic `--sweep task.K=[...]` is read the same way (it keeps d, N, lr and steps
+as given: set task.d ≥ max K and N ≳ 20·max K). Either is compared with the large-N closed form
+of the balanced flow (our derivation, `balanced_crossing_time`).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, above, below
@@ -67,17 +77,26 @@ class FeatureConvergenceConfig(ExperimentConfig):
     task: StructuredFeaturesConfig = StructuredFeaturesConfig(d=5, K=5, n_points=100, balance="balanced")
     model: SoftmaxAttentionConfig = SoftmaxAttentionConfig()
     train: TrainConfig = TrainConfig(optimizer="gd", lr=10.0, steps=600, warmup_steps=100, batch_size=4096,
-                                     n_records=60, eval_prompts=100_000, eval_prompts_during=16_384,
+                                     n_records=60, eval_prompts=100_000, eval_prompts_during=8192,
                                      checkpoint_every=200)
     compare: list[Literal["balanced", "imbalanced", "full"]] = Field(
         default=["balanced", "imbalanced", "full"],
-        description="variants trained by one command; [] trains the config as given (one run)")
+        description="variants trained by one command (each sets task.balance and model.train); [] trains "
+                    "the config as given, e.g. --set compare=[] --set task.balance=imbalanced")
     full_lr: float = Field(default=1.0, gt=0, description="lr of the `full` variant (W^PV is unstable above ~2)")
     full_steps: int = Field(default=500, gt=0)
+    full_batch_size: int = Field(default=2048, gt=0, description="no tight claim rests on it: a smaller batch")
     theory_expectation: Literal["multinomial", "large_n"] = "multinomial"
     scaling_K: list[int] = Field(default=[3, 5, 9, 16, 32], description="K values of the K-scaling; [] skips it")
     scaling_source: Literal["theory", "training"] = "theory"
     scaling_tokens_per_feature: int = Field(default=20, gt=0, description="N = K · this in the K-scaling")
+
+    @model_validator(mode="after")
+    def _no_stages(self):
+        if self.train.stages:
+            raise ValueError("train.stages is not supported by feature-convergence (the reduced dynamics "
+                             "follow one learning-rate schedule); leave it unset")
+        return self
 
     @field_validator("scaling_K")
     @classmethod
@@ -96,7 +115,8 @@ class FeatureConvergence(Experiment):
     presets = {
         "quick": {},
         "paper": {"n_seeds": 3, "train.steps": 2000, "train.warmup_steps": 200, "train.n_records": 80,
-                  "train.batch_size": 16_384, "full_steps": 4000, "scaling_source": "training"},
+                  "train.batch_size": 16_384, "full_steps": 4000, "full_batch_size": 16_384,
+                  "scaling_source": "training"},
     }
 
     # -- runs -------------------------------------------------------------------------------------
@@ -106,7 +126,8 @@ class FeatureConvergence(Experiment):
             ov = {"compare": [], "task.balance": "imbalanced" if name != "balanced" else "balanced",
                   "model.train": "full" if name == "full" else "q"}
             if name == "full":
-                ov.update({"train.lr": config.full_lr, "train.steps": config.full_steps})
+                ov.update({"train.lr": config.full_lr, "train.steps": config.full_steps,
+                           "train.batch_size": config.full_batch_size})
             if name != "balanced" or config.scaling_source == "training":
                 ov["scaling_K"] = []
             out[name] = ov
@@ -139,7 +160,7 @@ class FeatureConvergence(Experiment):
             sfx = f"[{label}]"
             if kind != "full":
                 out += convergence_claims(r, sfx)
-            if kind == "balanced":
+            if kind == "balanced" and not is_scaling_run(label, run):
                 out += balanced_phase_claims(r, sfx)
             if kind in ("imbalanced", "full"):
                 out += imbalanced_claims(r, sfx)
@@ -164,16 +185,22 @@ def run_views(run) -> list[tuple[str, object]]:
     return list(run.variants.items()) or [(run_kind(run), run)]
 
 
+def is_scaling_run(label: str, top) -> bool:
+    """A sub-run of the K-scaling: a `K=<K>` variant or a sub-run of a `--sweep task.K=[...]`."""
+    return label.startswith("K=") or "task.K" in (top.sweep.get("swept") or {})
+
+
 def run_kind(run) -> str:
     c = run.config
     return "full" if c.model.train == "full" else c.task.balance
 
 
 def scaling_overrides(config, K: int) -> dict:
-    """A balanced Q run at K features: d = K, N = K · tokens per feature, lr ∝ K (feature k moves
-    on the clock lr·p_k = lr/K), steps to cover 1.3× the closed form's time to ℓ < EPS_ERROR."""
-    lr = config.train.lr * K / 5
-    horizon = 1.3 * balanced_crossing_time(K, "error", EPS_ERROR)
+    """A balanced Q run at K features: d = max(K, task.d), N = K · tokens per feature, lr ∝ K (each
+    feature moves on the clock lr·p_k = lr/K, kept at the base run's), and enough steps to cover 2×
+    the closed form's time to ℓ < EPS_ERROR."""
+    lr = config.train.lr * K / config.task.K
+    horizon = 2.0 * balanced_crossing_time(K, "error", EPS_ERROR)
     warm = config.train.warmup_steps
     steps = warm + max(int(math.ceil((horizon - lr * (warm + 1) / 2) / lr)), 1)
     return {"compare": [], "scaling_K": [], "task.balance": "balanced", "model.train": "q",
@@ -184,8 +211,6 @@ def scaling_overrides(config, K: int) -> dict:
 # -- theory on the run's clock --------------------------------------------------------------------
 def learning_rates(tc) -> list[float]:
     """The trainer's lr of every update (constant/cosine/linear schedule with warm-up)."""
-    if tc.stages:
-        raise ValueError("feature-convergence: train.stages is not supported (one trained parameter)")
     return [lr_at(s, tc.lr, tc.steps, tc.schedule, tc.warmup_steps) for s in range(tc.steps)]
 
 
@@ -235,7 +260,7 @@ def scaling_frame(config) -> pd.DataFrame:
         t_end = 1.5 * balanced_crossing_time(K, "error", EPS_ERROR)
         times = np.concatenate([[0.0], np.logspace(-2, math.log10(t_end), 160)])
         flow = theory.gradient_flow([1.0 / K] * K, N, times, expectation=config.theory_expectation,
-                                    rtol=1e-7, atol=1e-10)
+                                    rtol=1e-6, atol=1e-10)  # crossing times move < 1e-4 relative vs 1e-7
         tag = f"scaling/K={K},N={N}"
         for i, t in enumerate(times):
             rows.append((t, f"{tag}/same_feature_attention", float(flow.same_feature_attention[i, 0])))
@@ -243,7 +268,7 @@ def scaling_frame(config) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["time", "name", "value"])
 
 
-def balanced_crossing_time(K: int, what: str, level: float | None = None) -> float:
+def balanced_crossing_time(K: float, what: str, level: float | None = None) -> float:
     """Closed form of the balanced large-N gradient flow from s = 0 (our derivation).
 
     With p_k = 1/K, rows keep the form s_k = A e_k + B (1 − e_k); the odds x = (K − 1) e^{−(A−B)}
@@ -298,7 +323,8 @@ def feature_markers(t, same, error, dominant_mass=None, cross_score=None) -> dic
     reaches them), the rise of a_k found by `phases.detect_rises`; for an under-represented
     feature, t_overtake (a_k overtakes the dominant feature's mass) and the peak of the mean
     cross-feature score B̄_k toward the other under-represented features (rise, then fall)."""
-    out = {"t_attention_half": phases.first_crossing(t, same, 0.5, "auto"),
+    # a feature whose attention starts at ≥ ½ (the dominant one) has no attention-growth phase: 0
+    out = {"t_attention_half": 0.0 if same[0] >= 0.5 else phases.first_crossing(t, same, 0.5, "up"),
            f"t_error_{STAGE_ERROR:g}": phases.first_crossing(t, error, STAGE_ERROR, "down"),
            f"t_error_{EPS_ERROR:g}": phases.first_crossing(t, error, EPS_ERROR, "down")}
     try:
@@ -311,7 +337,9 @@ def feature_markers(t, same, error, dominant_mass=None, cross_score=None) -> dic
         out["t_overtake"] = phases.first_crossing(t, same - dominant_mass, 0.0, "up")
     if cross_score is not None:
         i = int(np.argmax(cross_score))
-        out["t_cross_peak"] = float(t[i])
+        # a peak is an interior maximum above the start: a curve that only falls has none
+        interior = 0 < i < len(cross_score) - 1 and cross_score[i] > cross_score[0]
+        out["t_cross_peak"] = float(t[i]) if interior else float("nan")
         out["cross_rise"] = float(cross_score[i] - cross_score[0])
         out["cross_fall"] = float(cross_score[i] - cross_score[-1])
     return out
@@ -430,12 +458,15 @@ def balanced_phase_claims(run, sfx: str) -> list[Claim]:
     slopes = np.asarray(slopes)
     markers = {"trained (seed mean)": markers_of(run), "reduced dynamics": markers_of(run, "theory")}
     expected_ratio = (balanced_crossing_time(K, "error", EPS_ERROR) / balanced_crossing_time(K, "attention"))
+    # phase 1 grows as K², phase 2 as K/ε_ℓ: the separation shrinks with K (closed form: 38 at K = 5,
+    # 8 at K = 32), so the bound is 10× or half the closed form's ratio, whichever is smaller
+    bound = min(PHASE_SEPARATION, 0.5 * expected_ratio)
     details = _clean({"phase_markers": markers, "closed_form_ratio": expected_ratio,
                       "phase2_slopes": slopes.tolist()})
     sep = above(f"two_phases{sfx}",
                 f"Balanced: two phases — a_k first rises from 1/K to ½ (phase 1), then ℓ_k converges over a "
                 f"much longer phase 2: min_k t(ℓ_k ≤ {EPS_ERROR:g}) / t(a_k ≥ ½)",
-                SOURCE_BAL, ratios, PHASE_SEPARATION,
+                SOURCE_BAL, ratios, bound,
                 tolerance=f"closed form (large N): {expected_ratio:.0f}", details=details)
     worst = np.where(np.isfinite(slopes).all(1), np.abs(slopes + 1).max(1), np.nan)
     lo, hi = PHASE2_SLOPE
@@ -544,14 +575,19 @@ def match_claim(run, sfx: str) -> Claim:
         t, v = seed_curves(run, "probe/value_scale")
         if v.size:
             details["value_scale_range"] = [float(v.min()), float(v.max())]
-    tol = MATCH_ATTENTION if c.model.train == "q" else FULL_MATCH_ATTENTION
-    return below(f"matches_reduced_dynamics{sfx}",
-                 f"{c.task.balance.capitalize()}, {mode}: max over t and k of |a_k(t) − a_k^reduced(t)| "
-                 f"(GD on the scores at the run's lr schedule, {c.theory_expectation} expectation)",
-                 SOURCE_RED, dev_a, tol, tolerance=f"{tol}", details=details)
-
-
-FULL_MATCH_ATTENTION = 0.1
+    statement = (f"{c.task.balance.capitalize()}, {mode}: max over t and k of |a_k(t) − a_k^reduced(t)| "
+                 f"(GD on the scores at the run's lr schedule, {c.theory_expectation} expectation)")
+    if c.model.train == "full":
+        # the reduced dynamics describe Q-only training: for full training there is no prediction to pass
+        vs = details.get("value_scale_range", [np.nan, np.nan])
+        return Claim(f"full_training_vs_reduced{sfx}", statement + " — comparison only", SOURCE_RED,
+                     float(dev_a.max()), "no prediction (the reduced dynamics cover Q-only training)", None,
+                     None, dev_a.tolist(),
+                     f"comparison only: W^PV's label weight moved within [{vs[0]:.3f}, {vs[1]:.3f}] (Q-only: 1); "
+                     f"ℓ_k(t) differs from the Q-only reduced dynamics by up to a factor "
+                     f"{float(np.exp(dev_l.max())):.2f}", details)
+    return below(f"matches_reduced_dynamics{sfx}", statement, SOURCE_RED, dev_a, MATCH_ATTENTION,
+                 tolerance=f"{MATCH_ATTENTION}", details=details)
 
 
 # -- K-scaling ------------------------------------------------------------------------------------
@@ -576,8 +612,7 @@ def scaling_points(run, views) -> dict:
     trained = []
     for label, r in views:
         c = r.config
-        swept_K = "task.K" in (run.sweep.get("swept") or {})
-        if c.task.balance == "balanced" and c.model.train == "q" and (label.startswith("K=") or swept_K):
+        if c.task.balance == "balanced" and c.model.train == "q" and is_scaling_run(label, run):
             t, same = seed_curves(r, "probe/same_feature_attention/0")
             _, err = seed_curves(r, "probe/feature_error/0")
             if same.size:

@@ -24,7 +24,8 @@ A_RATIO = (0.5, 1.5)        # claim 3: last half-decade's slope / the half-decad
 GIH_GAP = 0.05              # claim 5: |loss − GIH| in units of the unigram → oracle gap
 UNIGRAM_FRACTION = 0.25     # claim 5: (loss − oracle) / (unigram − oracle)
 BAYES_GAP = 0.10            # claim 5: (loss − Bayes) / (unigram − oracle)
-GENERALISATION_GAP = 0.10   # claim 5: |loss − GIH| / (unigram − oracle) at every L and α
+GENERALISATION_GAP = 0.05   # claim 5: |loss − GIH| / GIH at every L and α
+GENERALISATION_LEFT = 0.5   # claim 5: (loss − oracle)/(unigram − oracle) at every L, training α
 PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
 EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.detect_drops)
 ACCELERATION_MIN = 3.0      # claim 6: peak rate of loss decrease / the rate at the start
@@ -100,8 +101,9 @@ def loss_scale(run, kind: str) -> np.ndarray:
 
 
 def gih_reference(kind: str) -> str:
-    """The GIH to compare with: the model's own a under −log ŷ (an a → ∞ GIH is unbounded there,
-    up to the ε floor), a → ∞ under the bounded code loss."""
+    """The GIH a model at a given L is compared with across L and α: the GIH with the model's own
+    a under −log ŷ (an a → ∞ GIH is unbounded there, up to the ε floor), a → ∞ under the bounded
+    code loss."""
     return "gih_model_a" if kind == "paper" else "gih"
 
 
@@ -236,19 +238,21 @@ def _ngram_run_claims(r, sfx: str, s_star) -> list[Claim]:
     # 5. final validation loss against every baseline
     scale = loss_scale(r, kind)
     val = final(r, f"loss/val/{kind}")
-    ref = gih_reference(kind)
     table = {f"{name}/{k}": final(r, f"baseline/{name}/{k}").tolist()
-             for name in ("unigram", "ngram_bayes", "gih", "gih_model_a", "oracle") for k in ("paper", "code")}
+             for name in ("unigram", "ngram_bayes", "gih", "gih_model_a", "gih_best_a", "oracle")
+             for k in ("paper", "code")}
+    table["a_of_best_gih"] = final(r, f"probe/gih_best_a/{kind}").tolist()
+    table["model_a"] = final(r, "probe/a").tolist()
     table.update({f"model/{k}": final(r, f"loss/val/{k}").tolist() for k in ("paper", "code")})
     eps = c.model.loss_eps
     out.append(below(
         f"val_at_gih_level{sfx}",
-        f"Final validation loss reaches the generalized-induction-head level: |loss − {ref}| in units of "
-        f"the unigram → oracle gap (GIH on S* = {star}"
-        + (", with the model's own a" if ref == "gih_model_a" else ", a → ∞") + ")",
-        f"{SOURCE}, Thm (GIH)", np.abs(val - final(r, f"baseline/{ref}/{kind}")) / scale, GIH_GAP,
+        f"Final validation loss reaches the generalized-induction-head level: |loss − GIH| in units of "
+        f"the unigram → oracle gap, GIH on S* = {star} with the best a on these prompts (a → ∞ included)",
+        f"{SOURCE}, Thm (GIH)", np.abs(val - final(r, f"baseline/gih_best_a/{kind}")) / scale, GIH_GAP,
         note=f"the paper loss floors ŷ at ε = {eps:g}: an a → ∞ GIH costs −log ε = {-math.log(eps):.1f} "
-             "on a target that never followed the matching history" if kind == "paper" else None,
+             "on a target that never followed the matching history, so its best a is finite" if kind == "paper"
+        else None,
         details={"losses": table}))
     out.append(below(
         f"val_far_below_unigram{sfx}",
@@ -264,49 +268,61 @@ def _ngram_run_claims(r, sfx: str, s_star) -> list[Claim]:
 
 
 def _rises(r, s_star) -> dict:
-    """Each component's sharp rises (phases.detect_rises) for seed 0 of the run: start, end, midpoint."""
+    """Sharp rises (phases.detect_rises) of each component's progress, seed 0: start, end, midpoint."""
     out = {}
     for comp, (t, v) in stage_curves(r, s_star, r.seeds[0]).items():
         try:
-            found = phases.detect_rises(t, v, log_y=comp == "classifier")
-        except ValueError:
+            found = phases.detect_rises(t, (v - v[0]) / (v[-1] - v[0])) if v[-1] != v[0] else []
+        except (ValueError, FloatingPointError):
             found = []
         out[comp] = [{"start": d.start, "end": d.end, "midpoint": d.midpoint} for d in found]
     return out
 
 
 def _generalisation_claim(r, sfx: str, kind: str) -> Claim:
+    """The model against the GIH it implements (same S*, the model's own a; a → ∞ under the code
+    loss) at every L and α: the relative gap |loss − GIH|/GIH. Whether both beat the unigram there
+    is reported, not required: with few examples under a flatter prior an induction head as sharp
+    as the trained one is overconfident under −log ŷ, and so is the GIH at that a."""
     c = r.config
     cv = r.curves
     ref = gih_reference(kind)
-    alphas = list(dict.fromkeys([float(c.task.alpha), float(c.generalisation_alpha)]))
-    worst = np.full(len(r.seeds), -np.inf)
-    below_unigram = True
-    detail = {}
     if cv.empty:
         return Claim(f"generalises{sfx}", "Generalisation to other L and α", SOURCE, None, "curves.parquet", None,
                      note="no curves.parquet: the run did not finish")
+    alphas = list(dict.fromkeys([float(c.task.alpha), float(c.generalisation_alpha)]))
+    worst = np.full(len(r.seeds), -np.inf)
+    left = np.full(len(r.seeds), -np.inf)   # (loss − oracle)/(unigram − oracle) at the training α
+    behind_unigram, detail = [], {}
     for alpha in alphas:
         def get(name, seed=None):
             rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
             if seed is not None:
                 rows = rows[rows["seed"] == seed]
             return rows.groupby("n_examples")["mse"].mean()
-        uni, ora = get("unigram"), get("oracle")
+        uni = get("unigram")
         for e, seed in enumerate(r.seeds):
-            model, gih = get("model", seed), (get(ref, seed) if ref == "gih_model_a" else get(ref))
-            gap = ((model - gih).abs() / (uni - ora))
+            model = get("model", seed)
+            gih = get(ref, seed) if ref == "gih_model_a" else get(ref)
+            gap = (model - gih).abs() / gih
             worst[e] = max(worst[e], float(gap.max()))
-            below_unigram &= bool((model < uni).all())
+            behind_unigram += [f"α={alpha:g}, L={L}" for L in model.index if model[L] >= uni[L]]
+            if alpha == alphas[0]:
+                left[e] = float(((model - get("oracle")) / (uni - get("oracle"))).max())
             detail[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4) for L, g in gap.items()}
     m = float(worst.max())
+    behind = sorted(set(behind_unigram))
+    ok = bool(m < GENERALISATION_GAP and left.max() < GENERALISATION_LEFT)
     return Claim(
         f"generalises{sfx}",
-        f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g}, the model stays at the GIH level for "
-        f"L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst |loss − {ref}|/(unigram − oracle)",
-        f"{SOURCE}, generalisation", m, f"< {GENERALISATION_GAP} and below the unigram at every L, α",
-        bool(m < GENERALISATION_GAP and below_unigram), None, worst.tolist(), None,
-        {"gap_by_L": detail, "below_unigram_everywhere": below_unigram})
+        f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g}, the model behaves as the GIH "
+        f"({ref}) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst relative gap |loss − GIH|/GIH",
+        f"{SOURCE}, generalisation", m,
+        f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at every L "
+        f"at the training α", ok, None, worst.tolist(),
+        f"the model (and the GIH at its a) loses to the in-context unigram at {', '.join(behind)}" if behind else None,
+        {"relative_gap_by_L": detail, "unigram_oracle_fraction_at_training_alpha": left.tolist(),
+         "model_not_below_unigram_at": behind})
 
 
 # -- induction-full: claim 6 -----------------------------------------------------------------------
@@ -321,8 +337,11 @@ def plateau_then_emergence(t: np.ndarray, y: np.ndarray) -> dict:
     t, y = t[keep], y[keep]
     rate = -np.diff(y) / np.diff(t)
     accel = float(rate.max() / rate[0]) if rate.size and rate[0] > 0 else float("inf") if rate.size else float("nan")
-    plateaus = phases.detect_plateaus(t, y, min_decades=PLATEAU_DECADES)
-    drops = phases.detect_drops(t, y, min_depth=EMERGENCE_DEPTH)
+    try:
+        plateaus = phases.detect_plateaus(t, y, min_decades=PLATEAU_DECADES)
+        drops = phases.detect_drops(t, y, min_depth=EMERGENCE_DEPTH)
+    except ValueError:  # too few records to judge
+        plateaus, drops = [], []
     pair = None
     for p in plateaus:
         after = [d for d in drops if d.start >= p.start and d.midpoint > p.end * 0.999]

@@ -7,6 +7,8 @@
   loss/val/paper, loss/val/code  the same prompts under both losses, to compare with baselines
   baseline/<name>/<loss>         an estimator's loss on the same validation prompts (last record)
   baseline/gih_model_a/<loss>    the GIH on S* with the model's own a (every record: it follows a(t))
+  baseline/gih_best_a/<loss>     the best GIH on S* over a grid of a, a → ∞ included (last record),
+  probe/gih_best_a/<loss>        and that a: under −log ŷ the best a is finite
   probe/head_ablation/<h>        last record: rise of loss/val when head h's RPE is made uniform
 
 The validation prompts are per seed (each seed has its own fixed dataset and split): a callable
@@ -15,8 +17,10 @@ The validation prompts are per seed (each seed has its own fixed dataset and spl
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from icldyn.models.induction import token_loss
@@ -89,11 +93,32 @@ def induction_probe(task, validation: Callable, s_star: Sequence[int], *,
                 pred = NGRAM_ESTIMATORS[name](task, **params)(val)
                 for k, v in estimator_losses(pred, val, eps).items():
                     out[f"baseline/{name}/{k}"] = v
+            for k in LOSSES:
+                best, a_best = best_gih(task, val, s_star, k, eps)
+                out[f"baseline/gih_best_a/{k}"] = best
+                out[f"probe/gih_best_a/{k}"] = a_best
             if ablate_heads:
                 out.update(head_ablation(m, val, out["loss/val"]))
         return out
 
     return probe
+
+
+A_GRID = tuple(float(a) for a in np.logspace(-1, 2, 31)) + (math.inf,)
+
+
+@torch.no_grad()
+def best_gih(task, batch, subset: Sequence[int], kind: str, eps: float,
+             grid: Sequence[float] = A_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best GIH(subset, a) over a grid of a (a → ∞ included): per-seed (loss (E,), its a (E,)).
+
+    A model-independent "GIH level" under either loss: under −log ŷ the best a is finite."""
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+
+    losses = torch.stack([token_loss(NGRAM_ESTIMATORS["gih"](task, subset=list(subset), a=a)(batch), batch.y,
+                                     kind, eps).double() for a in grid])             # (A, E)
+    best = losses.min(0)
+    return best.values, torch.tensor(grid, dtype=torch.float64)[best.indices]
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ BASELINE_STYLE = {  # name → (label, colour, line style)
     "unigram": ("in-context unigram", PALETTE[7], ":"),
     "gih": ("GIH(S*, a → ∞)", PALETTE[2], "--"),
     "gih_model_a": ("GIH(S*, model's a)", PALETTE[1], "--"),
+    "gih_best_a": ("GIH(S*, best a)", PALETTE[5], (0, (5, 1))),
     "ngram_bayes": ("Bayes n-gram (true parents)", PALETTE[4], "-."),
     "oracle": ("oracle π(·|parents)", "k", ":"),
 }
@@ -51,6 +52,8 @@ def _selector_panel(ax, run, s_star):
         bold = n == star
         _band(ax, run, f"probe/selector/{n}", PALETTE[k % 10], f"{{{n}}}" + (" = S*" if bold else ""),
               lw=2.6 if bold else 1.3)
+    if names:
+        ax.axhline(1 / len(names), color="grey", lw=0.8, ls=":", label=f"init (1/{len(names)})")
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(True, alpha=0.3)
@@ -92,7 +95,7 @@ def _copier_classifier_panel(ax, run, s_star, times):
     _stage_lines(ax, times)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center left")
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
     ax.set_title("copier (RPE) and classifier (a); dotted: stage times")
 
 
@@ -103,7 +106,7 @@ def _loss_panel(ax, run, kind=None):
         else None
     _band(ax, run, f"baseline/gih_model_a/{kind}", BASELINE_STYLE["gih_model_a"][1], "GIH(S*, a(t))", lw=1.0,
           ls="--")
-    for name in ("unigram", "gih", "ngram_bayes", "oracle"):
+    for name in ("unigram", "gih", "gih_best_a", "ngram_bayes", "oracle"):
         f = run.final(f"baseline/{name}/{kind}")
         label, color, ls = BASELINE_STYLE[name]
         if len(f):
@@ -187,15 +190,20 @@ def generalisation_figure(run, views):
             continue
         for col, alpha in enumerate(alphas):
             a = ax[row, col]
+            top = -np.inf
             for name, (label, color, ls) in {"model": ("trained model", "k", "-"), **BASELINE_STYLE}.items():
                 if name == "gih" and kind == "paper":
-                    continue  # unbounded under −log ŷ up to the ε floor: off the scale
+                    label += " (ε floor)"
                 rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
                 if rows.empty:
                     continue
                 g = rows.groupby("n_examples")["mse"].mean()
                 a.plot(g.index, g.values, color=color, ls=ls, lw=2.2 if name == "model" else 1.3,
                        marker="o" if name == "model" else None, ms=4, label=label)
+                if name in ("model", "unigram"):
+                    top = max(top, float(g.max()))
+            if np.isfinite(top):  # an a → ∞ GIH under −log ŷ can sit far above: keep the scale readable
+                a.set_ylim(top=top * 1.08)
             a.axvline(r.config.task.n_points, color="grey", lw=0.8, ls=":")
             a.set_xscale("log")
             a.set_xticks(r.config.generalisation_lengths, [str(L) for L in r.config.generalisation_lengths])

@@ -54,7 +54,9 @@ def lsa_overview(run, views):
         styles = {"lsa": {"color": "k", "lw": 0, "marker": "o"}, "theory:lsa_limit": {"color": "k", "ls": "--"}}
         plot_error_curves(a, curves, order=order, styles=styles)
         a.axvline(c.task.n_points, color="grey", lw=0.8, ls=":")
-        a.set_yscale("log")
+        # linear axis: noiseless least squares is exactly 0 past d points and would flatten a log axis
+        zero = curves[curves["predictor"] == "zero"]["mse"]
+        a.set_ylim(0, 1.15 * float(zero.max()) if len(zero) else None)
         a.set_title(f"error vs context length (trained at N = {c.task.n_points})")
         a.legend(fontsize=7)
     return finish(fig, run.path / "figures" / "overview.png")

@@ -8,7 +8,9 @@ interleaved tokens). See `tasks/base.py` for shapes.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -17,6 +19,27 @@ from icldyn.config import Strict
 from icldyn.errors import UsageError
 from icldyn.seeding import generator
 from icldyn.tasks.base import Batch, Task
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+
+
+def parallel_over_seeds(fill: Callable[[int], None], n_seeds: int, device) -> None:
+    """Call fill(e) for e < n_seeds, in up to torch.get_num_threads() threads on a CPU device.
+
+    Each seed's draws come from its own generator, so the order of the calls does not matter;
+    a generator is sequential, so threads over seeds are how sampling uses more than one core.
+    The pool is rebuilt after a fork (a forked child inherits no threads).
+    """
+    global _POOL
+    workers = min(n_seeds, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    if workers <= 1:
+        for e in range(n_seeds):
+            fill(e)
+        return
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != workers:
+        _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="icldyn-sample"))
+    list(_POOL[2].map(fill, range(n_seeds)))  # list(): re-raises a worker's exception here
 
 
 class Curriculum(Strict):
@@ -95,37 +118,83 @@ class LinearRegressionTask(Task):
                                     dtype=torch.float64)
 
     # -- sampling -----------------------------------------------------------------------------
-    def _one(self, seed: int, step: int, batch_size: int, T: int, stream: str, device) -> tuple:
-        c, dt = self.config, self.dtype
-        if stream == "eval":
-            gx, gw, ge = (generator(seed, "eval", k, device) for k in range(3))
-        elif stream == "fixed":
-            gx, gw, ge = (generator(seed, "fixed", k, device) for k in range(3))
-        else:
-            gx, gw, ge = (generator(seed, s, step, device) for s in ("data", "task", "noise"))
+    # Each seed draws from its own generators, so a seed's prompts never depend on the ensemble.
+    # The ensemble's tensors are allocated once and every seed's draws are written into its
+    # slice (no per-seed temporaries, no stack); the input map is skipped when it is the
+    # identity and is a product with √λ when it is diagonal, which give the same bits as the
+    # (d, d) matmul. With several threads, seeds are filled in parallel: torch releases the
+    # GIL and a generator is sequential, so one seed cannot use two cores, but two seeds can.
+    def _generators(self, seed: int, step: int, stream: str, device) -> tuple:
+        if stream in ("eval", "fixed"):
+            return tuple(generator(seed, stream, k, device) for k in range(3))
+        return tuple(generator(seed, s, step, device) for s in ("data", "task", "noise"))
+
+    def _input_map(self, device, dtype) -> tuple[str, torch.Tensor | None]:
+        """("identity" | "diagonal" | "matrix", tensor): how z ~ N(0, I) becomes x."""
+        key = (str(device), dtype)
+        cache = self.__dict__.setdefault("_map_cache", {})
+        if key not in cache:
+            m = self.input_map
+            if torch.equal(m, torch.eye(m.shape[0], dtype=m.dtype)):
+                cache[key] = ("identity", None)
+            elif torch.equal(m, torch.diag(torch.diagonal(m))):
+                cache[key] = ("diagonal", torch.diagonal(m).to(device, dtype).contiguous())
+            else:
+                cache[key] = ("matrix", m.to(device, dtype))
+        return cache[key]
+
+    def _fill(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, seed: int, step: int,
+              stream: str) -> None:
+        """Write one seed's prompts into x (B, T, d), y (B, T), w (B, d) (contiguous slices)."""
+        c, dt, device = self.config, self.dtype, x.device
+        batch_size, T = x.shape[0], x.shape[1]
+        gx, gw, ge = self._generators(seed, step, stream, device)
         if c.inputs == "uniform":
-            x = (torch.rand(batch_size, T, c.d, generator=gx, device=device, dtype=dt) * 2 - 1) * c.uniform_a
+            torch.rand(batch_size, T, c.d, generator=gx, device=device, dtype=dt, out=x)
+            x.mul_(2).sub_(1).mul_(c.uniform_a)
         else:
-            z = torch.randn(batch_size, T, c.d, generator=gx, device=device, dtype=dt)
-            x = z @ self.input_map.to(device, dt)
+            kind, m = self._input_map(device, dt)
+            if kind == "identity":
+                torch.randn(batch_size, T, c.d, generator=gx, device=device, dtype=dt, out=x)
+            else:
+                z = torch.randn(batch_size, T, c.d, generator=gx, device=device, dtype=dt)
+                torch.mul(z, m, out=x) if kind == "diagonal" else torch.matmul(z, m, out=x)
         if c.curriculum is not None and stream == "train":
             x[..., c.curriculum.dims_at(step, c.d):] = 0
         if self.pool is None:
-            w = torch.randn(batch_size, c.d, generator=gw, device=device, dtype=dt)
+            torch.randn(batch_size, c.d, generator=gw, device=device, dtype=dt, out=w)
         else:
             idx = torch.randint(0, c.pool_size, (batch_size,), generator=gw, device=device)
-            w = self.pool.to(device, dt)[idx]
-        y = torch.einsum("btd,bd->bt", x, w)
+            torch.index_select(self._pool_on(device, dt), 0, idx, out=w)
+        torch.bmm(x, w[:, :, None], out=y[:, :, None])                       # y = ⟨w, x⟩ per point
         if c.noise_std > 0:
-            y = y + c.noise_std * torch.randn(batch_size, T, generator=ge, device=device, dtype=dt)
+            y.add_(torch.randn(batch_size, T, generator=ge, device=device, dtype=dt).mul_(c.noise_std))
+
+    def _pool_on(self, device, dtype) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_pool_cache", {})
+        key = (str(device), dtype)
+        if key not in cache:
+            cache[key] = self.pool.to(device, dtype)
+        return cache[key]
+
+    def _one(self, seed: int, step: int, batch_size: int, T: int, stream: str, device) -> tuple:
+        """One seed's prompts: x (B, T, d), y (B, T), w (B, d)."""
+        x = torch.empty(batch_size, T, self.config.d, device=device, dtype=self.dtype)
+        y = torch.empty(batch_size, T, device=device, dtype=self.dtype)
+        w = torch.empty(batch_size, self.config.d, device=device, dtype=self.dtype)
+        self._fill(x, y, w, seed, step, stream)
         return x, y, w
 
     def sample(self, seeds: Sequence[int], step: int, batch_size: int, *, n_points: int | None = None,
                device="cpu", stream: str = "train") -> Batch:
         """x (E, B, N+1, d), y (E, B, N+1), extras['w'] (E, B, d); the last point is the query."""
         T = (n_points or self.config.n_points) + 1
-        parts = [self._one(s, step, batch_size, T, stream, device) for s in seeds]
-        x, y, w = (torch.stack(p) for p in zip(*parts))
+        E, d, dt = len(seeds), self.config.d, self.dtype
+        x = torch.empty(E, batch_size, T, d, device=device, dtype=dt)
+        y = torch.empty(E, batch_size, T, device=device, dtype=dt)
+        w = torch.empty(E, batch_size, d, device=device, dtype=dt)
+        fill = lambda e: self._fill(x[e], y[e], w[e], seeds[e], step, stream)  # noqa: E731
+        parallel_over_seeds(fill, E, x.device)
         return Batch(x, y, {"w": w})
 
     def eval_batch(self, n_prompts: int, eval_seed: int, *, n_points: int | None = None, device="cpu") -> Batch:

@@ -1,0 +1,231 @@
+"""Figures of the multihead-tasks experiment: phases and semi-singular values of the main run,
+single vs multi-head separation over I, and the one-task debiased-GD heads."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
+
+TASK_STYLES = ["-", "--", ":", "-."]
+
+
+def _seed_mean(run, name):
+    """(time, seed-mean, min, max) of one metric, t > 0."""
+    m = run.metric(name)
+    m = m[m["time"] > 0]
+    if m.empty:
+        return None
+    g = m.groupby("time")["value"]
+    return g.mean().index.values, g.mean().values, g.min().values, g.max().values
+
+
+def _band(ax, run, name, color, label=None, ls="-", lw=1.8, scale=1.0):
+    s = _seed_mean(run, name)
+    if s is None:
+        return
+    t, mean, lo, hi = s
+    ax.plot(t, mean / scale, color=color, ls=ls, lw=lw, label=label)
+    if run.config.n_seeds > 1:
+        ax.fill_between(t, lo / scale, hi / scale, color=color, alpha=0.15, lw=0)
+
+
+def _shade_phases(ax, phases, label=True):
+    if phases is None:
+        return
+    if phases["warmup"] is not None:
+        a, b, _ = phases["warmup"]
+        ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label="warm-up plateau" if label else None)
+    for k, (a, b, _, _) in enumerate(phases["drops"]):
+        ax.axvspan(a, b, color=PALETTE[1], alpha=0.12, lw=0, label="loss drops" if label and k == 0 else None)
+    if phases["convergence_start"] is not None:
+        ax.axvline(phases["convergence_start"], color="0.4", ls=":", lw=1,
+                   label="convergence (after last drop)" if label else None)
+
+
+def overview_figure(run, views):
+    """Main run: loss with phases, r_h, ω and μ per head and task, allocation matrix, attention scale."""
+    from icldyn.experiments.multihead_tasks import find_view, loss_phases, theory_value
+
+    views = dict(views)
+    base = run.config
+    main = find_view(views, base.task.n_tasks, base.model.n_heads, base.task.noise_std, base.head_signs)
+    if main is None or main.config.model.n_heads < 2:
+        return None
+    noisy = next((r for r in views.values() if r is not main and r.config.task.n_tasks == main.config.task.n_tasks
+                  and r.config.model.n_heads == main.config.model.n_heads and r.config.task.noise_std > 0), None)
+    c = main.config
+    H, I = c.model.n_heads, c.task.n_tasks
+    seed = main.seeds[0]
+    m = main.metric("loss/test")
+    m = m[(m["seed"] == seed) & (m["time"] > 0)].sort_values("time")
+    phases = loss_phases(m["time"].to_numpy(), m["value"].to_numpy()) if len(m) > 5 else None
+
+    fig, ax = new_figure(2, 3, size=(5.2, 3.9))
+    a = ax[0, 0]
+    _band(a, main, "loss/test", "k", label=f"held-out loss (H={H}, I={I})")
+    _band(a, main, "loss/train", "0.5", label="training loss", ls="--", lw=1)
+    for name, color, label in (("optimum/global/loss", PALETTE[2], "best H-head (numerical infimum)"),
+                               ("optimum/one_head_per_task/loss", PALETTE[4], "best one-head-per-task"),
+                               ("optimum/single_head/loss", PALETTE[3], "best single head")):
+        hline(a, theory_value(main, name), label, color)
+    _shade_phases(a, phases)
+    log_axes(a)
+    a.set_xlabel("time = Σ lr")
+    a.set_ylabel("½·Σ_i squared error (held out)")
+    a.set_title(f"loss and phases (seed {seed})")
+    a.legend(fontsize=6.5, loc="lower left")
+
+    a = ax[0, 1]
+    for h in range(H):
+        _band(a, main, f"probe/head_specialisation/{h}", PALETTE[h % 10], label=f"head {h}")
+    a.axhline(1 / I, color="0.5", ls=":", lw=1, label="1/I (shared)")
+    a.axhline(0.9, color="0.5", ls="--", lw=1, label="0.9 (one task)")
+    _shade_phases(a, phases, label=False)
+    a.set_xscale("log")
+    a.set_ylim(1 / I - 0.05, 1.03)
+    a.grid(True, alpha=0.3)
+    a.set_xlabel("time = Σ lr")
+    a.set_ylabel("r_h = max_i|ω_iμ_i| / Σ_i|ω_iμ_i|")
+    a.set_title("head specialisation")
+    a.legend(fontsize=7)
+
+    for k, (sym, title) in enumerate((("omega", "ω (key-query)"), ("mu", "μ (output-value)"))):
+        a = ax[0, 2] if k == 0 else ax[1, 0]
+        for h in range(H):
+            for i in range(I):
+                _band(a, main, f"probe/{sym}/{h}/{i}", PALETTE[h % 10], ls=TASK_STYLES[i % 4],
+                      label=f"head {h}, task {i}")
+        a.axhline(0, color="0.3", lw=0.6)
+        _shade_phases(a, phases, label=False)
+        a.set_xscale("log")
+        a.grid(True, alpha=0.3)
+        a.set_xlabel("time = Σ lr")
+        a.set_title(f"semi-singular values {title}")
+        a.legend(fontsize=6.5, ncol=2)
+
+    a = ax[1, 1]
+    mats = []
+    for s in main.seeds:
+        fin = main.metrics[(main.metrics["seed"] == s) & (main.metrics["step"] == main.metrics["step"].max())]
+        at = fin.set_index("name")["value"]
+        mats.append(np.array([[at.get(f"probe/omega/{h}/{i}", np.nan) * at.get(f"probe/mu/{h}/{i}", np.nan)
+                               for i in range(I)] for h in range(H)]))
+    mat = np.mean(mats, axis=0)
+    vmax = np.nanmax(np.abs(mat)) or 1.0
+    im = a.imshow(mat, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    for h in range(H):
+        for i in range(I):
+            share = abs(mat[h, i]) / np.nansum(np.abs(mat[h]))
+            a.text(i, h, f"{mat[h, i]:+.2f}\n({share:.0%})", ha="center", va="center", fontsize=8)
+    a.set_xticks(range(I), [f"task {i}" for i in range(I)])
+    a.set_yticks(range(H), [f"head {h}" for h in range(H)])
+    a.set_title("final allocation ω_iμ_i (share of head's |ωμ|)", fontsize=9)
+    fig.colorbar(im, ax=a, fraction=0.046)
+
+    a = ax[1, 2]
+    for r, color, label in ((main, "k", "σ = 0"), (noisy, PALETTE[0], None)):
+        if r is None:
+            continue
+        label = label or f"σ = {r.config.task.noise_std:g}"
+        scale = _head_mean_curve(r, "probe/score_scale")
+        spread = _head_mean_curve(r, "probe/attention_spread")
+        if scale is not None:
+            a.plot(*scale, color=color, lw=1.8, label=f"score scale, {label}")
+        if spread is not None:
+            a.plot(*spread, color=color, lw=1.2, ls="--", label=f"fraction of keys attended, {label}")
+    a.set_xscale("log")
+    a.grid(True, alpha=0.3)
+    a.set_xlabel("time = Σ lr")
+    a.set_title("attention regime (mean over heads and seeds)")
+    a.legend(fontsize=7)
+    return finish(fig, run.path / "figures" / "overview.png")
+
+
+def _head_mean_curve(run, prefix):
+    H = run.config.model.n_heads
+    parts = [_seed_mean(run, f"{prefix}/{h}") for h in range(H)]
+    if any(p is None for p in parts):
+        return None
+    return parts[0][0], np.mean([p[1] for p in parts], axis=0)
+
+
+def separation_figure(run, views):
+    """Loss per task vs time for H = 1 and H = I at each I, and the final ratio single/multi vs I."""
+    from icldyn.experiments.multihead_tasks import find_view, theory_value
+
+    views = dict(views)
+    Is = sorted({r.config.task.n_tasks for r in views.values() if r.config.task.n_tasks >= 2
+                 and find_view(views, r.config.task.n_tasks, 1) is not None
+                 and find_view(views, r.config.task.n_tasks, r.config.task.n_tasks) is not None})
+    if not Is:
+        return None
+    fig, ax = new_figure(1, 2, size=(5.6, 4.0))
+    a = ax[0, 0]
+    ratios = {}
+    for k, I in enumerate(Is):
+        one, multi = find_view(views, I, 1), find_view(views, I, I)
+        _band(a, multi, "loss/test", PALETTE[k], label=f"I = {I}, H = {I}", scale=I)
+        _band(a, one, "loss/test", PALETTE[k], label=f"I = {I}, H = 1", ls="--", scale=I)
+        hline(a, theory_value(one, "optimum/single_head/loss") / I, None, PALETTE[k], ls=":")
+        ratios[I] = (one.final("loss/test") / multi.final("loss/test")).dropna()
+    log_axes(a)
+    a.set_xlabel("time = Σ lr")
+    a.set_ylabel("held-out loss per task (½·squared error)")
+    a.set_title("single (dashed) vs multi-head (solid); dotted: best single head")
+    a.title.set_fontsize(9)
+    a.legend(fontsize=7, ncol=2)
+
+    a = ax[0, 1]
+    xs = np.array(Is)
+    mean = np.array([ratios[I].mean() for I in Is])
+    a.plot(xs, mean, "o-", color="k", label="seed mean")
+    for I in Is:
+        a.scatter([I] * len(ratios[I]), ratios[I].values, color="0.5", s=14, zorder=3)
+    for I, v in zip(xs, mean):
+        a.annotate(f"{v:.2f}", (I, v), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    a.axhline(1, color="0.5", ls=":", lw=1)
+    a.set_xticks(xs)
+    a.set_xlabel("number of tasks I")
+    a.set_ylabel("held-out loss ratio  H = 1 / H = I")
+    a.set_ylim(0, max(mean.max() * 1.15, 1.5))
+    a.grid(True, alpha=0.3)
+    a.set_title("separation grows with I")
+    a.legend(fontsize=7)
+    return finish(fig, run.path / "figures" / "separation.png")
+
+
+def debiased_figure(run, views):
+    """One task, several heads: loss vs debiased/plain GD, and each head's (ω, μ) for both inits."""
+    from icldyn.experiments.multihead_tasks import theory_value
+
+    runs = [r for r in dict(views).values() if r.config.task.n_tasks == 1 and r.config.model.n_heads >= 2]
+    if not runs:
+        return None
+    runs.sort(key=lambda r: r.config.head_signs)        # alternating first
+    fig, ax = new_figure(1, 3, size=(4.8, 3.9))
+    a = ax[0, 0]
+    for k, r in enumerate(runs):
+        _band(a, r, "loss/test", PALETTE[k], label=f"H = {r.config.model.n_heads}, {r.config.head_signs} init")
+    ref = runs[0]
+    hline(a, theory_value(ref, "theory/centred_gd_loss"), "centred GD (debiased GD)", "k")
+    hline(a, theory_value(ref, "theory/gd_loss"), "one-step GD", "0.5", ls=":")
+    hline(a, theory_value(ref, "optimum/single_head/loss"), "best single head", PALETTE[3])
+    log_axes(a)
+    a.set_xlabel("time = Σ lr")
+    a.set_ylabel("held-out loss")
+    a.set_title("one task: loss vs debiased GD")
+    a.legend(fontsize=7)
+    for j, (sym, title) in enumerate((("omega", "ω_h"), ("mu", "μ_h"))):
+        a = ax[0, 1 + j]
+        for k, r in enumerate(runs):
+            for h in range(r.config.model.n_heads):
+                _band(a, r, f"probe/{sym}/{h}/0", PALETTE[k], ls=TASK_STYLES[h % 4],
+                      label=f"{r.config.head_signs}, head {h}")
+        a.axhline(0, color="0.3", lw=0.6)
+        a.set_xscale("log")
+        a.grid(True, alpha=0.3)
+        a.set_xlabel("time = Σ lr")
+        a.set_title(f"{title} per head")
+        a.legend(fontsize=6.5)
+    return finish(fig, run.path / "figures" / "debiased.png")

@@ -1,0 +1,376 @@
+"""feature-convergence: probes, the reduced dynamics on the run's clock, phase markers, claims and
+their negative controls.
+
+Claims are checked on in-memory runs whose "trained" curves are the reduced dynamics themselves
+(positive controls: every claim's logic passes on the curves the theory predicts) and on curves
+that must fail (negative controls: an exponential relaxation, swapped features, a monotone cross
+score, a late peak, the wrong expectation, the wrong K-scaling). Real training is checked against
+the reduced dynamics at small lr, and the model's autograd gradient against the reduced gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import icldyn
+from icldyn.config import apply_overrides
+from icldyn.experiments import EXPERIMENTS
+from icldyn.errors import UsageError
+from icldyn.experiments import feature_convergence as fc
+from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
+from icldyn.probes.features import feature_probe, per_feature_statistics
+from icldyn.store import Run
+from icldyn.tasks.structured_features import (StructuredFeaturesConfig, StructuredFeaturesTask,
+                                              mean_by_query_feature)
+from icldyn.theory import structured_features as theory
+from icldyn.train.schedule import record_steps
+from icldyn.train.trainer import RecordContext
+
+F64 = torch.float64
+EXP = EXPERIMENTS["feature-convergence"]
+
+
+def by_id(claims):
+    return {(c["id"] if isinstance(c, dict) else c.id): (c if isinstance(c, dict) else c.to_dict()) for c in claims}
+
+
+def config(**overrides):
+    return EXP.config("quick", {"compare": [], "scaling_K": [], **overrides})
+
+
+def model_with_scores(s: torch.Tensor, V: torch.Tensor, **kw) -> SoftmaxAttention:
+    """The "q" model with v_nᵀ Q v_k = s_{k,n} (s (E, K, K) or (K, K))."""
+    s = s.reshape(-1, *s.shape[-2:])
+    m = SoftmaxAttention(SoftmaxAttentionConfig(**kw), V.shape[1], list(range(s.shape[0])), F64)
+    with torch.no_grad():
+        m.q.copy_(torch.einsum("ekn,nd,kf->edf", s, V, V))
+    return m
+
+
+# -- in-memory runs ---------------------------------------------------------------------------------
+def make_run(tmp_path: Path, cfg, metrics: pd.DataFrame, theory_frame: pd.DataFrame | None = None) -> Run:
+    """A Run whose metrics are `metrics` (time, name, value; one seed) and whose theory is given."""
+    m = metrics.copy()
+    m["seed"] = cfg.seed
+    m["step"] = m.groupby("name").cumcount()
+    return Run(path=tmp_path, config=cfg, metrics=m[["step", "time", "seed", "name", "value"]],
+               curves=pd.DataFrame(), theory=theory_frame if theory_frame is not None else metrics.copy(),
+               claims=[], env={})
+
+
+@pytest.fixture(scope="module")
+def large_n_frames():
+    """The reduced dynamics (large-N expectation: cheap) of the quick preset's schedule."""
+    out = {}
+    for balance in ("balanced", "imbalanced"):
+        cfg = config(**{"task.balance": balance, "theory_expectation": "large_n"})
+        out[balance] = (cfg, fc.reduced_dynamics_frame(cfg))
+    return out
+
+
+def replace_curves(frame: pd.DataFrame, fn) -> pd.DataFrame:
+    """frame with value ← fn(name, time, value) for every metric (fn returns None to keep it)."""
+    parts = []
+    for name, g in frame.groupby("name", sort=False):
+        g = g.sort_values("time").copy()
+        new = fn(name, g["time"].values, g["value"].values)
+        if new is not None:
+            g["value"] = new
+        parts.append(g)
+    return pd.concat(parts, ignore_index=True)
+
+
+# -- registry and presets ---------------------------------------------------------------------------
+def test_registered_with_presets_and_variants():
+    assert "feature-convergence" in EXPERIMENTS
+    quick, paper = EXP.config("quick"), EXP.config("paper")
+    assert quick.train.optimizer == "gd" and quick.task.n_points == 100 and quick.task.K == 5
+    assert set(EXP.variants(quick)) == {"balanced", "imbalanced", "full"}
+    full = apply_overrides(quick, EXP.variants(quick)["full"])
+    assert full.model.train == "full" and full.task.balance == "imbalanced" and full.compare == []
+    assert set(EXP.variants(paper)) == {"balanced", "imbalanced", "full", "K=3", "K=5", "K=9", "K=16", "K=32"}
+    assert EXP.variants(config()) is None                                 # compare=[]: one run as given
+    with pytest.raises(UsageError, match="scaling_K"):
+        config(scaling_K=[2, 4])
+
+
+def test_scaling_variants_cover_the_closed_form_horizon():
+    quick = EXP.config("quick", {"scaling_source": "training"})
+    for K in quick.scaling_K:
+        c = apply_overrides(quick, EXP.variants(quick)[f"K={K}"])
+        assert c.task.K == K and c.task.d >= K and c.task.n_points == 20 * K and c.task.balance == "balanced"
+        horizon = sum(fc.learning_rates(c.train))
+        assert horizon >= 2 * fc.balanced_crossing_time(K, "error", fc.EPS_ERROR) * 0.999
+        assert c.train.lr == pytest.approx(quick.train.lr * K / 5)          # feature clock lr/K fixed
+
+
+# -- probes ----------------------------------------------------------------------------------------
+def test_probes_match_the_model_and_the_scores():
+    task = StructuredFeaturesTask(StructuredFeaturesConfig(d=5, K=3, n_points=12, balance="imbalanced"), F64)
+    s = torch.randn(2, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    m = model_with_scores(s, task.features)
+    b = task.eval_batch(3000, eval_seed=4)
+    stats = per_feature_statistics(m, b, 3, chunk=700)                      # chunking is exact
+    whole = per_feature_statistics(m, b, 3, chunk=10_000)
+    assert torch.allclose(stats["error"], whole["error"]) and torch.allclose(stats["mass"], whole["mass"])
+    with torch.no_grad():
+        err = 0.5 * (m(b)[..., 0] - b.y[..., -1]) ** 2
+    assert torch.allclose(stats["error"], mean_by_query_feature(err, b.extras["feature"], 3))
+    same = mean_by_query_feature(m.same_feature_attention(b), b.extras["feature"], 3)
+    assert torch.allclose(torch.diagonal(stats["mass"], dim1=1, dim2=2), same)
+    assert torch.allclose(stats["mass"].sum(-1), torch.ones(2, 3, dtype=F64))
+    ctx = RecordContext(0, 0.0, m, task, b, False, [0, 1])
+    out = feature_probe(task)(ctx)
+    assert torch.allclose(out["probe/score/2/1"], s[:, 2, 1]) and out["probe/feature_error/0"].shape == (2,)
+    assert "probe/value_scale" not in out and "probe/attention_mass/1/2" in out
+    full = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), 5, [0], F64)
+    assert feature_probe(task)(RecordContext(0, 0.0, full, task, b, False, [0]))["probe/value_scale"].item() == 1.0
+
+
+# -- the reduced dynamics on the run's clock ---------------------------------------------------------
+def test_reduced_gd_with_a_constant_lr_is_the_theory_gradient_descent():
+    p = [0.6, 0.2, 0.2]
+    record = [0, 3, 10, 25]
+    times, states = fc.reduced_gd(p, 20, [2.0] * 25, record)
+    ref = theory.gradient_descent(p, 20, 2.0, 25, record_steps=record)
+    assert np.allclose(times, ref.time.numpy()) and torch.allclose(states, ref.scores)
+
+
+def test_theory_frame_uses_the_trainers_records_and_clock():
+    cfg = config(**{"train.steps": 40, "train.warmup_steps": 10, "train.n_records": 8, "theory_expectation": "large_n"})
+    frame = fc.reduced_dynamics_frame(cfg)
+    t = np.sort(frame.loc[frame["name"] == "loss/test", "time"].values)
+    lrs = fc.learning_rates(cfg.train)
+    expected = [sum(lrs[:s]) for s in record_steps(40, 8)]
+    assert np.allclose(t, expected)
+    assert lrs[0] == pytest.approx(cfg.train.lr / 10) and lrs[-1] == cfg.train.lr   # linear warm-up
+    assert {f"probe/score/{k}/{n}" for k in range(5) for n in range(5)} <= set(frame["name"])
+
+
+def test_reduced_dynamics_match_direct_training_at_small_lr(tmp_path):
+    """The framework's trainer (fresh prompts, plain GD, lr 2) against theory.parquet."""
+    overrides = {"compare": [], "scaling_K": [], "task.balance": "imbalanced", "task.K": 3, "task.d": 4,
+                 "task.n_points": 20, "train.lr": 2.0, "train.warmup_steps": 0, "train.steps": 40,
+                 "train.batch_size": 2048, "train.n_records": 8, "train.eval_prompts": 20_000,
+                 "train.eval_prompts_during": 8192, "train.checkpoint_every": 100}
+    run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path)
+    claim = by_id(run.claims)["matches_reduced_dynamics[imbalanced]"]
+    assert claim["passed"] is True and claim["measured"] < fc.MATCH_ATTENTION, claim
+    assert run.final("probe/same_feature_attention/1").iloc[0] > 0.5                 # it learned (from 0.2)
+    # negative control: the large-N dynamics (no count fluctuations) are rejected at N = 20
+    large = fc.reduced_dynamics_frame(apply_overrides(run.config, {"theory_expectation": "large_n"}))
+    wrong = Run(run.path, run.config, run.metrics, run.curves, large, [], {})
+    assert fc.match_claim(wrong, "").passed is False
+    for name in ("feature_error.png", "attention.png"):
+        assert (run.path / "figures" / name).stat().st_size > 10_000
+
+
+def test_model_gradient_projected_on_the_features_is_the_reduced_gradient():
+    """Autograd of the model's ½·MSE on many prompts, projected on v_n v_kᵀ, against ∂L/∂s."""
+    K, N = 3, 8
+    task = StructuredFeaturesTask(StructuredFeaturesConfig(d=4, K=K, n_points=N, balance="imbalanced"), F64)
+    s = 0.8 * torch.randn(K, K, dtype=F64, generator=torch.Generator().manual_seed(5))
+    m = model_with_scores(s, task.features)
+    V = task.features
+    grads = []
+    for chunk in range(20):
+        b = task.sample([0], chunk, 5000)
+        (g,) = torch.autograd.grad(m.loss(m(b), b).sum(), m.q)
+        grads.append(torch.einsum("nd,df,kf->kn", V, g[0], V))               # v_nᵀ (∂L/∂Q) v_k
+    grads = torch.stack(grads)
+    mean, se = grads.mean(0), grads.std(0) / math.sqrt(len(grads))
+    reduced = theory.score_gradient(s, task.p, N)
+    z = (mean - reduced) / se
+    assert z.abs().max() < 4.5, z
+    assert reduced.abs().max() > 10 * se.max()                                  # a non-trivial gradient
+
+
+# -- the closed form of the balanced flow -------------------------------------------------------------
+def test_balanced_closed_form_matches_the_large_n_flow():
+    for K in (4, 7):
+        t_half = fc.balanced_crossing_time(K, "attention")
+        t_err = fc.balanced_crossing_time(K, "error", 1e-3)
+        times = np.concatenate([[0.0], np.geomspace(t_half / 3, t_err * 1.5, 120)])
+        flow = theory.gradient_flow([1 / K] * K, 10, times, expectation="large_n", rtol=1e-9, atol=1e-12)
+        a, err = flow.same_feature_attention[:, 0].numpy(), flow.feature_loss[:, 0].numpy()
+        got = fc.crossing_times(times, a, err)
+        assert got[0] == pytest.approx(t_half, rel=2e-3) and got[1] == pytest.approx(t_err, rel=2e-3)
+    # and the finite-N dynamics (N = 20K) sit close to it but not on it
+    frame = fc.scaling_frame(config(scaling_K=[3, 4], **{"task.K": 3, "task.n_points": 60}))
+    for K in (3, 4):
+        rows = frame[frame["name"] == f"scaling/K={K},N={20 * K}/same_feature_attention"]
+        t_half = fc.phases.first_crossing(rows["time"].values, rows["value"].values, 0.5, "up")
+        assert 0.001 < abs(t_half / fc.balanced_crossing_time(K, "attention") - 1) < 0.05
+
+
+def test_power_law_fit_and_its_interval():
+    K = np.array([3, 5, 9, 16, 32], float)
+    exact = fc.power_law_fit(K, 7 * K ** 1.5)
+    assert exact["exponent"] == pytest.approx(1.5) and exact["ci"][1] - exact["ci"][0] < 1e-9
+    rng = np.random.default_rng(0)
+    noisy = fc.power_law_fit(K, 7 * K ** 1.5 * np.exp(0.1 * rng.standard_normal(5)))
+    assert noisy["ci"][0] < 1.5 < noisy["ci"][1] and noisy["ci"][1] - noisy["ci"][0] > 0.05
+
+
+# -- claims: positive controls and negative controls ---------------------------------------------------
+def test_claims_pass_on_the_reduced_dynamics_balanced(tmp_path, large_n_frames):
+    cfg, frame = large_n_frames["balanced"]
+    claims = by_id(fc.convergence_claims(make_run(tmp_path, cfg, frame), "") +
+                   fc.balanced_phase_claims(make_run(tmp_path, cfg, frame), ""))
+    assert all(c["passed"] for c in claims.values()), claims
+    markers = claims["two_phases"]["details"]["phase_markers"]["trained (seed mean)"]
+    assert markers["0"]["attention_rises"], "the phase detector sees the rise of a_k"
+
+
+def test_balanced_claims_fail_on_a_single_exponential_relaxation(tmp_path, large_n_frames):
+    """Negative control: a_k relaxing as one exponential has no separate slow phase."""
+    cfg, frame = large_n_frames["balanced"]
+    K, tau = cfg.task.K, 300.0
+
+    def relax(name, t, v):
+        a = 1 - (1 - 1 / K) * np.exp(-t / tau)
+        if name.startswith("probe/same_feature_attention/"):
+            return a
+        if name.startswith("probe/feature_error/"):
+            return 0.5 * (1 - a) ** 2 * K / (K - 1)
+        return None
+
+    claims = by_id(fc.balanced_phase_claims(make_run(tmp_path, cfg, replace_curves(frame, relax)), ""))
+    assert claims["two_phases"]["passed"] is False and claims["phase2_power_law"]["passed"] is False
+
+
+def test_convergence_claims_fail_when_training_stops_early(tmp_path):
+    cfg = config(**{"task.balance": "imbalanced", "theory_expectation": "large_n", "train.steps": 60})
+    claims = by_id(fc.convergence_claims(make_run(tmp_path, cfg, fc.reduced_dynamics_frame(cfg)), ""))
+    assert claims["attention_concentrates"]["passed"] is False and claims["error_vanishes"]["passed"] is False
+
+
+def test_imbalanced_claims_pass_on_the_reduced_dynamics(tmp_path, large_n_frames):
+    cfg, frame = large_n_frames["imbalanced"]
+    run = make_run(tmp_path, cfg, frame)
+    claims = by_id(fc.imbalanced_claims(run, "") + fc.convergence_claims(run, "") + [fc.match_claim(run, "")])
+    assert all(c["passed"] for c in claims.values()), claims
+    m = fc.markers_of(run)[1]
+    assert m["t_cross_peak"] < m["t_overtake"] < m["t_attention_half"] < m["t_error_0.01"]
+    assert claims["dominant_first"]["measured"] > 5
+
+
+def test_imbalanced_claims_fail_on_their_negative_controls(tmp_path, large_n_frames):
+    cfg, frame = large_n_frames["imbalanced"]
+    K = cfg.task.K
+
+    # the dominant feature's curves swapped with an under-represented one's: it converges last
+    def swap(name, t, v):
+        parts = name.split("/")
+        if name.startswith(("probe/feature_error/", "probe/same_feature_attention/")) and parts[-1] in "01":
+            other = "/".join(parts[:-1] + ["1" if parts[-1] == "0" else "0"])
+            g = frame[frame["name"] == other].sort_values("time")
+            return g["value"].values
+        return None
+
+    swapped = by_id(fc.imbalanced_claims(make_run(tmp_path, cfg, replace_curves(frame, swap), frame), ""))
+    assert swapped["dominant_first"]["passed"] is False
+
+    # a cross-feature score that only ever falls: no rise before the fall
+    def monotone(name, t, v):
+        parts = name.split("/")
+        if name.startswith("probe/score/") and parts[2] != "0" and parts[3] not in ("0", parts[2]):
+            return np.minimum(v, 0.0)
+        return None
+
+    mono = by_id(fc.imbalanced_claims(make_run(tmp_path, cfg, replace_curves(frame, monotone), frame), ""))
+    assert mono["cross_scores_non_monotone"]["passed"] is False
+    assert mono["minor_phase_order"]["passed"] is False                        # the peak sits at t = 0
+
+    # the rise of B̄ comes 30× later, after a_k has overtaken the dominant mass: phases out of order
+    def late(name, t, v):
+        parts = name.split("/")
+        if name.startswith("probe/score/") and parts[2] != "0" and parts[3] not in ("0", parts[2]):
+            return np.interp(t / 30, t, v)
+        return None
+
+    delayed = by_id(fc.imbalanced_claims(make_run(tmp_path, cfg, replace_curves(frame, late), frame), ""))
+    assert delayed["cross_scores_non_monotone"]["passed"] is True and delayed["minor_phase_order"]["passed"] is False
+    assert K == 5
+
+
+def test_full_training_comparison_has_no_verdict(tmp_path, large_n_frames):
+    cfg, frame = large_n_frames["imbalanced"]
+    cfg = apply_overrides(cfg, {"model.train": "full"})
+    claim = fc.match_claim(make_run(tmp_path, cfg, frame), "[full]")
+    assert claim.id == "full_training_vs_reduced[full]" and claim.passed is None and claim.note
+
+
+def scaling_run(tmp_path, times_of, check_stretch=1.0) -> Run:
+    """A balanced run whose theory.parquet holds synthetic K-scaling curves crossing ½ and ε_ℓ at
+    times_of(K) = (t_half, t_error), and whose trained curves cross at check_stretch × the flow's."""
+    cfg = config(scaling_K=[3, 5, 9, 16, 32])
+    rows, t = [], np.concatenate([[0.0], np.geomspace(1e-2, 1e6, 400)])
+    for K in [*cfg.scaling_K]:
+        th, te = times_of(K)
+        tag = f"scaling/K={K},N={20 * K}"
+        rows += [(x, f"{tag}/same_feature_attention", x / (x + th)) for x in t]
+        rows += [(x, f"{tag}/feature_error", 1e-3 * te / max(x, 1e-12)) for x in t]
+    theory_frame = pd.DataFrame(rows, columns=["time", "name", "value"])
+    th5, te5 = times_of(5)
+    metrics = []
+    for k in range(5):
+        metrics += [(x, f"probe/same_feature_attention/{k}", x / (x + check_stretch * th5)) for x in t]
+        metrics += [(x, f"probe/feature_error/{k}", 1e-3 * check_stretch * te5 / max(x, 1e-12)) for x in t]
+    return make_run(tmp_path, cfg, pd.DataFrame(metrics, columns=["time", "name", "value"]), theory_frame)
+
+
+def test_scaling_claims_and_their_negative_controls(tmp_path):
+    def closed(K):
+        return fc.balanced_crossing_time(K, "attention"), fc.balanced_crossing_time(K, "error", fc.EPS_ERROR)
+
+    run = scaling_run(tmp_path, closed)
+    claims = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    assert all(c["passed"] for c in claims.values()) and len(claims) == 3, claims
+    assert claims["k_scaling_attention"]["measured"] == pytest.approx(
+        claims["k_scaling_attention"]["details"]["closed_form_fit"]["exponent"], abs=1e-3)
+    # wrong scaling: both times linear in K
+    run = scaling_run(tmp_path, lambda K: (10 * K, 300 * K))
+    wrong = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    assert wrong["k_scaling_attention"]["passed"] is False and wrong["k_scaling_error"]["passed"] is False
+    # the trained run crosses 1.5× later than the flow: the training check fails
+    run = scaling_run(tmp_path, closed, check_stretch=1.5)
+    slow = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    assert slow["k_scaling_training_check"]["passed"] is False
+    # fewer than four values of K: no fit, no verdict
+    run = scaling_run(tmp_path, closed)
+    run.config = apply_overrides(run.config, {"scaling_K": [3, 5, 9]})
+    few = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    assert few["k_scaling_attention"]["passed"] is None and "≥ 4" in few["k_scaling_attention"]["note"]
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def test_tiny_end_to_end_sweep_over_K_is_read_as_a_scaling(tmp_path):
+    """`--sweep task.K=[...]` (the generic sweep mechanism) feeds the K-scaling claims from training."""
+    overrides = {"scaling_K": [], "task.d": 6, "task.n_points": 30, "train.steps": 12, "train.warmup_steps": 0,
+                 "train.batch_size": 128, "train.n_records": 5, "train.eval_prompts": 1000,
+                 "train.eval_prompts_during": 500, "train.checkpoint_every": 100}
+    run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path, sweep={"task.K": [3, 4, 5, 6]})
+    assert len(run.variants) == 4
+    pts = fc.scaling_points(run, fc.run_views(run))
+    assert pts["source"] == "training" and pts["K"] == [3, 4, 5, 6]
+    claims = by_id(run.claims)
+    assert "k_scaling_attention" in claims and "two_phases[task.K=3]" not in claims
+    assert (run.path / "figures" / "k_scaling.png").exists()
+
+
+@pytest.mark.slow
+def test_quick_preset_passes_every_claim(tmp_path):
+    run = icldyn.run("feature-convergence", out=tmp_path)
+    claims = by_id(run.claims)
+    failed = {k: c for k, c in claims.items() if c["passed"] is False}
+    assert not failed, failed
+    assert all(c["passed"] is True for k, c in claims.items() if not k.startswith("full_training_vs_reduced"))
+    for name in ("feature_error.png", "attention.png", "k_scaling.png"):
+        assert (run.path / "figures" / name).exists()

@@ -1,0 +1,205 @@
+"""induction-ngram / induction-full: the split, the probes, the claim helpers, and negative controls."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from icldyn import api
+from icldyn.errors import UsageError
+from icldyn.experiments import EXPERIMENTS
+from icldyn.experiments import induction_claims as ic
+from icldyn.experiments.induction import NgramSplitTask
+from icldyn.models.induction import InductionSimplified, InductionSimplifiedConfig
+from icldyn.probes.induction import induction_probe
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+from icldyn.train.trainer import RecordContext
+
+TINY = {"task.n_points": 20, "train.steps": 40, "train.dataset_size": 300, "train.batch_size": 300,
+        "validation_size": 100, "train.n_records": 12, "train.eval_prompts": 200,
+        "train.eval_prompts_during": 100, "train.checkpoint_every": 100, "info_draws": 300,
+        "generalisation_lengths": [10, 20], "generalisation_prompts": 100, "compare_losses": False}
+
+
+def tiny_run(tmp_path, exp="induction-ngram", **extra):
+    return api.run(exp, "quick", {**TINY, **extra}, out=tmp_path)
+
+
+def by_id(run):
+    return {c["id"]: c for c in run.claims}
+
+
+# -- the fixed dataset and its validation split ---------------------------------------------------
+
+def test_validation_split_is_the_disjoint_tail_of_one_fixed_draw():
+    cfg = NgramMarkovConfig(n_points=12)
+    split = NgramSplitTask(cfg, torch.float64, train_size=30, val_size=10)
+    full = NgramMarkovTask(cfg, torch.float64).sample([0, 1], 0, 40, stream="fixed")
+    train = split.sample([0, 1], 0, 30, stream="fixed")               # what the trainer asks for
+    val = split.sample([0, 1], 0, 10, stream="val")
+    assert train.x.shape == (2, 30, 12) and val.x.shape == (2, 10, 12)
+    assert torch.equal(torch.cat([train.x, val.x], 1), full.x)       # one draw, split by index
+    assert torch.equal(torch.cat([train.y, val.y], 1), full.y)
+    assert torch.equal(val.extras["pi"], full.extras["pi"][:, 30:])
+    # the eval stream (loss/test) is another draw altogether
+    assert not torch.equal(split.eval_batch(10, 0).x[0], val.x[0])
+    # fresh training sequences: validation comes from the then unused fixed stream
+    fresh = NgramSplitTask(cfg, torch.float64, train_size=None, val_size=10)
+    fixed10 = NgramMarkovTask(cfg, torch.float64).sample([0], 0, 10, stream="fixed")
+    assert torch.equal(fresh.sample([0], 0, 10, stream="val").x, fixed10.x)
+    with pytest.raises(UsageError, match="validation split"):
+        split.sample([0], 0, 10, stream="val", n_points=5)
+
+
+# -- the probe -------------------------------------------------------------------------------------
+
+def test_probe_names_shapes_and_ablation_restores_the_model():
+    cfg = NgramMarkovConfig(n_points=15)
+    task = NgramMarkovTask(cfg)
+    model = InductionSimplified(InductionSimplifiedConfig(), cfg, [0, 1])
+    with torch.no_grad():
+        model.a.fill_(3.0)
+    val = task.sample([0, 1], 0, 50, stream="fixed")
+    probe = induction_probe(task, lambda seeds, device: val, (1, 2))
+    w0 = model.w.detach().clone()
+    ctx = RecordContext(5, 5.0, model, task, task.eval_batch(20, 0), True, [0, 1])
+    out = probe(ctx)
+    assert torch.equal(model.w, w0)
+    assert all(v.shape == (2,) for v in out.values())
+    sel = torch.stack([out[f"probe/selector/{n}"] for n in model.subset_names])
+    assert torch.allclose(sel.sum(0), torch.ones(2))
+    for h in range(3):
+        assert torch.allclose(sum(out[f"probe/rpe_mass/{h}/{j}"] for j in (1, 2, 3)), torch.ones(2))
+    for name in ("loss/val", "loss/val/paper", "loss/val/code", "baseline/gih_model_a/paper",
+                 "baseline/unigram/code", "baseline/ngram_bayes/paper", "baseline/gih/code",
+                 "baseline/oracle/paper", "probe/head_ablation/2", "probe/a", "baseline/gih_best_a/paper",
+                 "probe/gih_best_a/code"):
+        assert name in out, name
+    assert torch.equal(out["loss/val"], out["loss/val/paper"])
+    # baselines on the same prompts as loss/val: the oracle beats the unigram
+    assert (out["baseline/oracle/paper"] < out["baseline/unigram/paper"]).all()
+    # the best GIH over a is no worse than a → ∞ or the model's own a
+    for k in ("paper", "code"):
+        assert (out[f"baseline/gih_best_a/{k}"] <= out[f"baseline/gih/{k}"] + 1e-9).all()
+    assert (out["baseline/gih_best_a/paper"] <= out["baseline/gih_model_a/paper"] + 0.01).all()
+    # not final: no estimator baselines, no ablation
+    ctx = RecordContext(1, 1.0, model, task, task.eval_batch(20, 0), False, [0, 1])
+    assert "baseline/unigram/paper" not in probe(ctx) and "probe/head_ablation/0" not in probe(ctx)
+
+
+# -- claim helpers on synthetic curves -------------------------------------------------------------
+
+def test_a_growth_tells_logarithmic_from_saturating():
+    t = np.logspace(0, 4, 60)
+    slope, ratio = ic.a_growth(t, 2.0 * np.log10(t) + 1)
+    assert slope == pytest.approx(2.0) and ratio == pytest.approx(1.0)
+    slope, ratio = ic.a_growth(t, 6 * (1 - np.exp(-t / 30)))           # levels off (negative control)
+    assert slope < ic.A_SLOPE_MIN
+    _, ratio = ic.a_growth(t, np.sqrt(t))                              # power-law growth: not logarithmic
+    assert ratio > ic.A_RATIO[1]
+
+
+def test_plateau_then_emergence_needs_an_acceleration():
+    t = np.concatenate([[0.0], np.logspace(-3, 1, 50)])
+    escape = 0.7 - 0.5 / (1 + np.exp(-(t - 1.0) / 0.1))                 # flat, then a sharp drop at t = 1
+    found = ic.plateau_then_emergence(t, escape)
+    assert found["plateau"] is not None and found["drop"] is not None
+    assert found["acceleration"] > ic.ACCELERATION_MIN
+    smooth = 0.2 + 0.5 * np.exp(-t / 0.1)                              # looks the same on a log axis
+    found = ic.plateau_then_emergence(t, smooth)
+    assert found["plateau"] is not None and found["acceleration"] <= 1.0 + 1e-9
+
+
+# -- tiny runs: the claims are computed from the store, with negative controls -------------------
+
+def test_tiny_run_writes_everything_and_claims_are_recomputable(tmp_path):
+    run = tiny_run(tmp_path)
+    names = set(run.metrics["name"])
+    for n in ("loss/val", "loss/test", "probe/a", "probe/selector/1+2", "probe/rpe_mass/0/1",
+              "baseline/gih/code", "baseline/gih_model_a/paper", "probe/head_ablation/1"):
+        assert n in names, n
+    assert set(run.theory["name"]) >= {"info/modified/1+2", "info/chi2/1+2", "s_star/0", "s_star/1", "margin_z"}
+    preds = set(run.curves["predictor"])
+    assert {"model/paper/alpha=0.1", "gih/code/alpha=1", "oracle/paper/alpha=1"} <= preds
+    assert sorted(set(run.curves["n_examples"])) == [10, 20]
+    ids = by_id(run)
+    for key in ("s_star_is_parents", "selector_on_s_star", "copier_on_parents", "heads_outside_s_star_do_not_matter",
+                "a_grows_logarithmically", "stage_order", "val_at_gih_level", "val_far_below_unigram",
+                "val_close_to_bayes", "generalises"):
+        assert key in ids, key
+        assert ids[key]["measured"] is not None or ids[key]["note"], key
+    assert ids["s_star_is_parents"]["passed"]
+    assert {p.name for p in (run.path / "figures").iterdir()} == {"dynamics.png", "rpe.png", "generalisation.png"}
+    again = api.recompute_claims(run.path)
+    assert [c["measured"] for c in again] == [c["measured"] for c in run.claims]
+
+
+def test_untrained_model_fails_the_learning_claims(tmp_path):
+    run = tiny_run(tmp_path, **{"train.steps": 2, "train.lr": 1e-9})
+    ids = by_id(run)
+    for key in ("selector_on_s_star", "copier_on_parents", "heads_outside_s_star_do_not_matter",
+                "a_grows_logarithmically", "val_at_gih_level", "val_far_below_unigram", "val_close_to_bayes",
+                "generalises"):
+        assert ids[key]["passed"] is not True, key
+
+
+def test_reversed_stages_fail_the_stage_order(tmp_path):
+    stages = [{"params": ["a"], "steps": 40}, {"params": ["w"], "steps": 40}, {"params": ["c"], "steps": 40}]
+    run = tiny_run(tmp_path, **{"train.steps": 120, "train.stages": stages, "train.n_records": 30})
+    claim = by_id(run)["stage_order"]
+    t = claim["details"]
+    assert t["t_classifier"][0] < t["t_copier"][0] < t["t_selector"][0]
+    assert claim["passed"] is False
+    # staged training moved only the named group in each stage
+    a = run.metric("probe/a")
+    assert a[a["step"] >= 40]["value"].nunique() == 1
+
+
+def test_s_star_differs_from_a_parent_set_larger_than_the_selector_allows(tmp_path):
+    run = tiny_run(tmp_path, **{"task.parents": [1, 2, 3], "train.steps": 2})
+    claim = by_id(run)["s_star_is_parents"]
+    assert claim["passed"] is False and len(claim["details"]["s_star"].split("+")) <= 2
+
+
+def test_full_model_untrained_fails_claim_6(tmp_path):
+    run = tiny_run(tmp_path, "induction-full", **{"train.steps": 2, "train.lr": 1e-9})
+    ids = by_id(run)
+    assert ids["full_selector_subset"]["passed"] is False
+    assert ids["full_plateau_then_emergence"]["passed"] is False
+    assert (run.path / "figures" / "full.png").exists()
+
+
+def test_configs_and_presets():
+    exp = EXPERIMENTS["induction-ngram"]
+    cfg = exp.config("quick")
+    assert cfg.train.dataset_size + cfg.validation_size == 10_000 and cfg.train.batch_size >= cfg.train.dataset_size
+    assert exp.variants(cfg) == {"loss=paper": {"model.loss": "paper", "compare_losses": False},
+                                 "loss=code": {"model.loss": "code", "compare_losses": False}}
+    assert exp.config("paper").train.steps == 50_000
+    staged = exp.config("staged")
+    assert [s.params for s in staged.train.stages] == [["c"], ["w"], ["a"]]
+    full = EXPERIMENTS["induction-full"].config("quick")
+    assert full.model.name == "induction-full" and (full.model.w_plus, full.model.w_minus) == (1.0, 0.01)
+    with pytest.raises(UsageError, match="validation_size"):
+        exp.config("quick", {"validation_size": 0})
+
+
+# -- the quick presets, end to end -----------------------------------------------------------------
+
+# Where our reconstruction contradicts the paper, the claim fails, and the test pins that finding:
+# under the paper's −log(ŷ + ε) loss a levels off at a finite value (≈ 6); it grows ∝ log t only
+# under the authors' bounded code loss.
+KNOWN_CONTRADICTIONS = {"induction-ngram": {"a_grows_logarithmically[paper]"},
+                        "induction-full": {"full_plateau_then_emergence"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp", ["induction-ngram", "induction-full"])
+def test_quick_preset(tmp_path, exp):
+    run = api.run(exp, "quick", out=tmp_path)
+    for c in run.claims:
+        if c["id"] in KNOWN_CONTRADICTIONS[exp]:
+            assert c["passed"] is False and c["measured"] is not None and c["note"], c
+        else:
+            assert c["passed"] is True, c
