@@ -56,3 +56,21 @@ def test_divergence_exit_code(tmp_path):
     r = invoke("run", "linreg-lsa", "--out", str(tmp_path), "--set", "train.lr=1e4", "--set", "train.steps=30",
                "--set", "sampled_check=false", "--set", "task.d=3", "--set", "task.eigenvalues=[1,1,1]")
     assert r.exit_code == 3 and "diverged" in r.output
+
+
+def test_reproduce_writes_a_summary(tmp_path, monkeypatch):
+    from icldyn.experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS["linreg-lsa"]
+    tiny = {"task.d": 3, "task.n_points": 10, "task.eigenvalues": [1, 0.5, 0.25], "train.steps": 20,
+            "train.eval_prompts": 1000, "sampled_check": False}
+    monkeypatch.setitem(type(exp).presets, "quick", tiny)
+    r = invoke("reproduce", "linreg-lsa", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    summary = next(tmp_path.glob("reproduce-*/summary.md")).read_text()
+    assert "| linreg-lsa | test_loss_at_optimum" in summary and "FAIL" in summary  # 20 steps do not converge
+
+
+def test_reproduce_unknown_experiment(tmp_path):
+    r = invoke("reproduce", "nosuch", "--out", str(tmp_path))
+    assert r.exit_code == 2 and "unknown experiment 'nosuch'" in r.output

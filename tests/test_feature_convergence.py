@@ -98,6 +98,8 @@ def test_registered_with_presets_and_variants():
     assert EXP.variants(config()) is None                                 # compare=[]: one run as given
     with pytest.raises(UsageError, match="scaling_K"):
         config(scaling_K=[2, 4])
+    with pytest.raises(UsageError, match="train.stages"):
+        config(**{"train.stages": [{"params": ["q"], "steps": 600}]})
 
 
 def test_scaling_variants_cover_the_closed_form_horizon():
@@ -305,6 +307,10 @@ def test_full_training_comparison_has_no_verdict(tmp_path, large_n_frames):
     cfg = apply_overrides(cfg, {"model.train": "full"})
     claim = fc.match_claim(make_run(tmp_path, cfg, frame), "[full]")
     assert claim.id == "full_training_vs_reduced[full]" and claim.passed is None and claim.note
+    # no reduced dynamics (e.g. model.query_in_softmax=true): no verdict, and it says why
+    empty = make_run(tmp_path, cfg, frame, pd.DataFrame({"time": [], "name": [], "value": []}))
+    missing = fc.match_claim(empty, "")
+    assert missing.passed is None and "query_in_softmax" in missing.note
 
 
 def scaling_run(tmp_path, times_of, check_stretch=1.0) -> Run:

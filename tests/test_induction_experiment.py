@@ -177,7 +177,8 @@ def test_configs_and_presets():
     assert exp.variants(cfg) == {"loss=paper": {"model.loss": "paper", "compare_losses": False},
                                  "loss=code": {"model.loss": "code", "compare_losses": False}}
     assert exp.config("paper").train.steps == 50_000
-    staged = exp.config("staged")
+    staged = exp.config("quick", {"train.stages": [{"params": ["c"], "steps": 1000}, {"params": ["w"], "steps": 1000},
+                                                   {"params": ["a"], "steps": 1000}]})
     assert [s.params for s in staged.train.stages] == [["c"], ["w"], ["a"]]
     full = EXPERIMENTS["induction-full"].config("quick")
     assert full.model.name == "induction-full" and (full.model.w_plus, full.model.w_minus) == (1.0, 0.01)

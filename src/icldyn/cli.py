@@ -46,6 +46,16 @@ def claims_table(claims: list[dict], title: str = "claims") -> Table:
     return table
 
 
+THREADS_HELP = ("CPU threads for torch. The models here are small: one thread per process is fastest on "
+                "small CPUs, and the extra threads of a busy machine slow a run many times over")
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _fail(err: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
     raise typer.Exit(getattr(err, "exit_code", 1))
@@ -75,11 +85,13 @@ def run(
     resume: bool = typer.Option(False, help="continue an interrupted run"),
     strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
     sweep: Optional[List[str]] = typer.Option(None, help="sweep a key over values: a.b=[v1,v2,...]"),
+    threads: int = typer.Option(1, min=1, help=THREADS_HELP),
 ):
     """Train an experiment, record its dynamics, print its claims."""
     from icldyn import api
     from icldyn.config import parse_value
 
+    _set_threads(threads)
     bar, update = _progress()
     try:
         grid = {}
@@ -119,10 +131,12 @@ def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
 
 @app.command()
 def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="default: all"),
-              out: Path = typer.Option(Path("runs"), help="root of the run directories")):
+              out: Path = typer.Option(Path("runs"), help="root of the run directories"),
+              threads: int = typer.Option(1, min=1, help="CPU threads for torch (see `icldyn run --help`)")):
     """Run the quick presets of all (or the named) experiments and write a summary table."""
     from icldyn import api
 
+    _set_threads(threads)
     bar, update = _progress()
     try:
         with bar:

@@ -24,7 +24,7 @@ that is a piecewise-constant schedule written as `train.stages` over all paramet
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, above, below
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.lsa_modes import X_BLOCK, lsa_mode_probe, modes_eigenvalues, overlap_rows, spectral_probe
-from icldyn.probes.phases import detect_drops, detect_rises, first_crossing
+from icldyn.probes.phases import detect_drops, first_crossing
 from icldyn.store import load_checkpoint
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.train.schedule import record_steps_in_time
@@ -272,7 +272,8 @@ def loss_metric(config) -> str:
 def per_seed(run, name: str) -> dict[int, pd.DataFrame]:
     """{seed: rows (time, value) sorted by step} of one metric."""
     m = run.metric(name)
-    return {int(s): g.sort_values("step")[["step", "time", "value"]].reset_index(drop=True) for s, g in m.groupby("seed")}
+    return {int(s): g.sort_values("step")[["step", "time", "value"]].reset_index(drop=True)
+            for s, g in m.groupby("seed")}
 
 
 def _deviation(run, metric: str, theory: pd.DataFrame, name: str) -> list[float]:
@@ -314,7 +315,8 @@ def ode_claims(run, *, suffix: str = "", eigenvalues=None, theory: pd.DataFrame 
     for i in range(c.task.d):
         dev = _deviation(run, f"probe/mode_progress/{i}", theory, f"mode_progress/{i}")
         out.append(below(f"follows_ode_mode_{i}{suffix}",
-                         f"Mode {i} (λ = {system.lam[i]:g}) follows the ODE ({mode}): max |γ_i b_i − ODE| over the run",
+                         f"Mode {i} (λ = {system.lam[i]:g}) follows the ODE ({mode}): "
+                         f"max |γ_i b_i − ODE| over the run",
                          SOURCE, dev, c.ode_mode_tolerance * factor, tolerance=f"{c.ode_mode_tolerance * factor:g}"))
     tol = c.crossing_tolerance
     expected_all = system.crossing_times(c.model.init_scale)
@@ -407,11 +409,13 @@ def plateau_claim(runs, eigenvalues=None) -> Claim:
     lr = c.train.lr
     gd_expected = float(np.log(10) * lr / np.log1p(lr * rho)) if c.train.stages is None else None
     gd = "" if gd_expected is None else f"; discrete GD at lr {lr:g}: ln(10)·lr/ln(1 + lr ρ) = {gd_expected:.4g}"
-    return Claim(ident, statement + f"; 95% CI {fits[0]['ci'][0]:.4g}–{fits[0]['ci'][1]:.4g}{gd}", SOURCE_PLATEAU, slope,
-                 f"{expected:.4g} ± {tol:.0%} (ln10/λ₁² would be {lam1:.4g})", bool(rel < tol), f"{tol:.0%}", per, None,
+    ci = fits[0]["ci"]
+    return Claim(ident, statement + f"; 95% CI {ci[0]:.4g}–{ci[1]:.4g}{gd}", SOURCE_PLATEAU, slope,
+                 f"{expected:.4g} ± {tol:.0%} (ln10/λ₁² would be {lam1:.4g})", bool(rel < tol), f"{tol:.0%}", per,
+                 None,
                  {"fits": fits, "sigma0": sigma.tolist(), "relative_error": rel, "expected": expected,
                   "expected_for_discrete_gd": gd_expected,
-                  "lambda1_only": lam1, "ci_excludes_lambda1_only": bool(not fits[0]["ci"][0] <= lam1 <= fits[0]["ci"][1])})
+                  "lambda1_only": lam1, "ci_excludes_lambda1_only": bool(not ci[0] <= lam1 <= ci[1])})
 
 
 # -- conservation ----------------------------------------------------------------------------------
@@ -437,8 +441,8 @@ def conservation_claim(runs, reference=(), staged=()) -> Claim:
     tol = c.conservation_sgd_exponent_tolerance if sgd else c.conservation_exponent_tolerance
     how = (f"minibatch SGD (batch {c.train.batch_size}, sampled prompts)" if sgd
            else "GD on exact population gradients")
-    statement = (f"‖p‖² − ‖Q‖_F² is conserved by gradient flow; under {how} its drift max_t |C(t) − C(0)| over "
-                 f"t ≤ {c.conservation_time:g} shrinks ∝ lr: fitted exponent of drift vs lr")
+    statement = (f"‖p‖² − ‖Q‖_F² is conserved by gradient flow; under {how} its drift max_t |C(t) − C(0)| "
+                 f"over t ≤ {c.conservation_time:g} shrinks ∝ lr: fitted exponent of drift vs lr")
     if len(runs) < 4 or np.log10(lrs.max() / lrs.min()) < 1 - 1e-9:
         return Claim(ident, statement, SOURCE_CONSERVED, None, f"1 ± {tol:g}", None,
                      note=f"needs ≥ 4 learning rates over ≥ 1 decade, got {len(runs)}")
@@ -453,7 +457,8 @@ def conservation_claim(runs, reference=(), staged=()) -> Claim:
         details["drift_over_population_gd"] = [float(d / ref[lr]) if lr in ref else None for lr, d in zip(lrs, drift)]
     extra = ""
     if ref and all(v is not None for v in details["drift_over_population_gd"]):
-        extra = f"; SGD/GD drift ratio {min(details['drift_over_population_gd']):.3g}–{max(details['drift_over_population_gd']):.3g}"
+        ratio = details["drift_over_population_gd"]
+        extra = f"; SGD/GD drift ratio {min(ratio):.3g}–{max(ratio):.3g}"
     for r in staged:
         t_end = float(r.metric("loss/train")["time"].max())
         rel = float(relative_drift(r).mean())
@@ -556,7 +561,8 @@ def rank_steps_claim(run, *, suffix: str = "", collapse_tolerance: float = 0.1) 
                   f"(± {collapse_tolerance:.0%}; U grows along λ²) and rises as each later mode switches on ({init} "
                   f"init): smallest step of [min erank before the first drop's midpoint, erank at mode 1's "
                   f"½-crossing, ..., at mode {d - 1}'s]",
-                  SOURCE_SPECTRAL, steps, 0.0, note=note, details={"per_seed": details, "erank_lambda_squared": collapse})
+                  SOURCE_SPECTRAL, steps, 0.0, note=note,
+                  details={"per_seed": details, "erank_lambda_squared": collapse})
     if note is not None:
         claim.passed, claim.measured = False, None
     return claim
@@ -572,7 +578,7 @@ def erank_final_claim(run, *, suffix: str = "", tolerance: float = 0.03) -> Clai
     target = float(effective_rank(optimal_matrix(LinearRegressionTask(c.task).covariance, c.task.n_points)))
     final = run.final(f"probe/erank/{X_BLOCK}").values
     return below(f"erank_final_matches_gamma_inv{suffix}",
-                 f"At the end the effective rank of W^KQ's x-block equals that of Γ⁻¹ = {target:.4f} (the limit vU = Γ⁻¹): "
-                 f"relative error",
+                 f"At the end the effective rank of W^KQ's x-block equals that of Γ⁻¹ = {target:.4f} "
+                 f"(the limit vU = Γ⁻¹): relative error",
                  SOURCE_SPECTRAL, np.abs(final / target - 1), tolerance, tolerance=f"{tolerance:.0%}",
                  details={"erank_final": final.tolist(), "erank_gamma_inv": target})

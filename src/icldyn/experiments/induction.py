@@ -13,6 +13,11 @@ induction-ngram trains the simplified model twice from one command — under the
 −log ε whenever the target never followed the matching history, so a levels off at a finite
 value; the bounded code loss has no such penalty. Claims are checked on both runs.
 
+Staged training (the theory's split: c, then w, then a) is an option of the shared trainer:
+  --set 'train.stages=[{params: [c], steps: 1000}, {params: [w], steps: 1000}, {params: [a], steps: 1000}]'
+(at lr 1 with a frozen at 0.01 in the first stage the code-loss selector can settle on a wrong
+subset; the claims say so).
+
 Init: RPE logits w+ = 1 on the preferred offset, w− = 0.01 elsewhere (mass 0.57 on it), the
 flatter init of the authors' runs; with the spec's e.g. w+ = 3, w− = 0.1 (mass 0.90) the copier
 has almost nothing left to learn and its slow late sharpening comes after a's growth.
@@ -165,8 +170,6 @@ class InductionNgram(Experiment):
         "quick": {},
         "paper": {"train.steps": 50_000, "train.n_records": 60, "train.eval_prompts": 20_000,
                   "train.checkpoint_every": 5000, "generalisation_prompts": 10_000, "info_draws": 20_000},
-        "staged": {"train.stages": [{"params": ["c"], "steps": 1000}, {"params": ["w"], "steps": 1000},
-                                    {"params": ["a"], "steps": 1000}]},
     }
 
     def build_task(self, config):

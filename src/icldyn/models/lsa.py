@@ -64,6 +64,8 @@ class LSA(EnsembleModel):
 
     def forward(self, batch) -> torch.Tensor:
         """Prediction for the query of each prompt: (E, B, 1)."""
+        if self.config.n_layers == 1:
+            return self.hook("hook_pred", self._one_layer(batch.x, batch.y))
         Z = embed(batch.x, batch.y)
         n = Z.shape[-1] - 1
         keys = Z[..., :n] if self.config.mask_query else Z
@@ -84,6 +86,36 @@ class LSA(EnsembleModel):
                 pred = z_q[..., self.d] + (mixed * w_pv[:, 0, self.d][:, None, :]).sum(-1)
                 pred = pred[..., None]                                         # (E, B, 1)
         return self.hook("hook_pred", pred)
+
+    def _one_layer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The one-layer prediction straight from x (E', B, T, d), y (E', B, T), never building Z:
+
+            ŷ = (1/n) Σ_k s_k v_k,   s_k = z_kᵀ W^KQ z_q,   v_k = W^PV_{d,:} z_k,
+
+        with z_k = (x_k; y_k) and z_q = (x_q; 0) (the query's own label entry is 0, so it adds
+        only its x-part when it is a key). Both s and v are row vectors times the prompt
+        transposed, the layout that CPU bmm runs fastest for such thin products; the prompt is
+        read twice forward and twice backward, with no concatenated copy. Returns (E, B, 1).
+        """
+        E, d, n = self.n_seeds, self.d, x.shape[-2] - 1
+        B, T = x.shape[1], n + 1
+        w_kq, pv = self.w_kq[0], self.w_pv[0][:, d]                          # (E, D, D), (E, D)
+        if x.shape[0] == E:  # each seed its own prompts (training)
+            key_q = torch.bmm(x[..., -1, :], w_kq[:, :, :d].transpose(1, 2))   # (E, B, D) = W^KQ z_q
+            s = torch.bmm(key_q[..., :d].reshape(E * B, 1, d), x.reshape(E * B, T, d).transpose(1, 2))
+            v = torch.bmm(pv[:, None, :d], x.reshape(E, B * T, d).transpose(1, 2))
+        else:                # held-out prompts shared by every seed (E' = 1): no copy per seed
+            key_q = torch.einsum("bj,eij->ebi", x[0, :, -1], w_kq[:, :, :d])
+            s = torch.bmm(key_q[..., :d].transpose(0, 1), x[0].transpose(1, 2)).transpose(0, 1)
+            v = pv[:, :d] @ x[0].reshape(B * T, d).T                         # (E, B·T)
+        s, v = s.reshape(E, B, T), v.reshape(E, B, T)
+        y_ctx = y[..., :n]                                                    # (E', B, n)
+        s_ctx = s[..., :n] + y_ctx * key_q[..., d:]
+        v_ctx = v[..., :n] + y_ctx * pv[:, None, d:]
+        pred = (s_ctx * v_ctx).sum(-1)
+        if not self.config.mask_query:
+            pred = pred + s[..., n] * v[..., n]
+        return (pred / n)[..., None]
 
     # -- the ZFB reduced form ------------------------------------------------------------------
     def effective_matrix(self) -> torch.Tensor:

@@ -9,6 +9,7 @@ Metrics (indices from 0; h a head, i a task):
 - probe/projected_loss (full parametrisation): the held-out loss of (W, U) projected on the
   decomposable family — what the off-family part costs (finite batches leak into it).
 - probe/task_loss/<i>: ½·E(ŷ_i − y_{q,i})² on the held-out prompts (the zero predictor scores ½).
+  These two use at most 20 000 of the held-out prompts.
 - probe/score_scale/<h>: the typical attention score, √(mean over prompts of the variance over keys
   of s_l = x_lᵀW^{(h)}x_q) — the spread of the scores, which is what the softmax sees.
 - probe/max_attention/<h>: mean over prompts of max_l a_l (1/L for uniform attention, 1 for hard).
@@ -29,7 +30,8 @@ import torch
 from icldyn.theory import multihead as mh
 
 ATTENTION_PROMPTS = {False: 2048, True: 16384}   # during training / at the last record
-ESTIMATOR_PROMPTS = 50_000
+ESTIMATOR_PROMPTS = 20_000
+DIAGNOSTIC_PROMPTS = 20_000                      # projected and per-task losses at the last record
 
 
 def semi_singular_probe():
@@ -68,7 +70,7 @@ def projected_loss_probe():
         W, U = projected._compose(*model.omega_mu())
         projected.key_query.copy_(W)
         projected.output_value.copy_(U)
-        return {"probe/projected_loss": evaluate(projected, ctx.eval_batch)}
+        return {"probe/projected_loss": evaluate(projected, ctx.eval_batch.select(slice(0, DIAGNOSTIC_PROMPTS)))}
 
     return probe
 
@@ -78,7 +80,7 @@ def task_loss_probe():
 
     @torch.no_grad()
     def probe(ctx):
-        b = ctx.eval_batch
+        b = ctx.eval_batch.select(slice(0, DIAGNOSTIC_PROMPTS))
         total = None
         for start in range(0, b.x.shape[1], 8192):
             part = b.select(slice(start, start + 8192))

@@ -4,6 +4,7 @@ the plateau law over σ₀, the conserved quantity's drift over lr, and the spec
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
 
@@ -44,8 +45,9 @@ def _shade_stages(ax, times, alpha=0.06, labels=False):
             ax.axvspan(bounds[k], bounds[k + 1], color="k", alpha=alpha, lw=0)
         if labels:
             mid = np.sqrt(bounds[k] * bounds[k + 1])
-            ax.text(mid, 1.0, "plateau" if k == 0 else f"{k} mode{'s' if k > 1 else ''}", transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=7, color="dimgrey")
+            text = "plateau" if k == 0 else f"{k} mode{'s' if k > 1 else ''}"
+            ax.text(mid, 1.0, text, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
+                    color="dimgrey")
     for k, t in enumerate(edges):
         ax.axvline(t, color=MODE_COLORS[k % len(MODE_COLORS)], lw=0.8, ls=":")
     ax.set_xlim(lo, hi)
@@ -80,10 +82,12 @@ def dynamics_figure(run, roles):
     a = ax[0, 0]
     metric = "loss/train" if c.train.gradient == "population" else "loss/test"
     t, y = _curve(main, metric)
-    a.plot(t, y, color="k", lw=2.2, alpha=0.45, label=f"training ({'population gradients' if metric == 'loss/train' else 'SGD'})")
+    how = "population gradients" if metric == "loss/train" else "SGD"
+    a.plot(t, y, color="k", lw=2.2, alpha=0.45, label=f"training ({how})")
     if sgd is not None:
         ts, ys = _curve(sgd, "loss/test")
-        a.plot(ts, ys, color=PALETTE[3], lw=1.0, alpha=0.8, label=f"minibatch SGD (batch {sgd.config.train.batch_size}, held-out)")
+        a.plot(ts, ys, color=PALETTE[3], lw=1.0, alpha=0.8,
+               label=f"minibatch SGD (batch {sgd.config.train.batch_size}, held-out)")
     tt, yt = _theory(main, "loss")
     if len(tt):
         a.plot(tt, yt, color="k", ls="--", lw=1.2, label="reduced ODE")
@@ -181,8 +185,9 @@ def plateau_figure(run, runs):
         a.plot(xs, f["intercept"] + f["slope"] * xs, color="k", lw=1,
                label=f"fit: {f['slope']:.3f} per decade (95% CI {f['ci'][0]:.3f}–{f['ci'][1]:.3f})")
         xm, tm = x[ok].mean(), t[ok].mean()
-        for slope, label, col, ls in ((np.log(10) / rho, f"theory ln10/ρ = {np.log(10) / rho:.3f} (ρ = {rho:.3f})", PALETTE[3], "--"),
-                                      (np.log(10) / lam.max() ** 2, f"λ₁² alone: ln10/λ₁² = {np.log(10) / lam.max() ** 2:.3f}", "grey", ":")):
+        theory, lam1 = np.log(10) / rho, np.log(10) / lam.max() ** 2
+        for slope, label, col, ls in ((theory, f"theory ln10/ρ = {theory:.3f} (ρ = {rho:.3f})", PALETTE[3], "--"),
+                                      (lam1, f"λ₁² alone: ln10/λ₁² = {lam1:.3f}", "grey", ":")):
             a.plot(xs, tm + slope * (xs - xm), color=col, ls=ls, lw=1.5, label=label)
     a.grid(True, alpha=0.3)
     a.set_xlabel("log10(1/σ₀)")
@@ -240,7 +245,7 @@ def conservation_figure(run, runs, roles):
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("|C(t) − C(0)|")
     c = runs[0].config
-    a.set_title(f"drift over time (σ₀ = {c.conservation_init_scale:g}): it builds up at the escape")
+    a.set_title(f"drift over time (σ₀ = {c.conservation_init_scale:g}, staged λ): solid GD, dashed SGD")
     a.legend(fontsize=7, loc="upper left", ncol=2)
     return finish(fig, run.path / "figures" / "conservation.png")
 
@@ -280,14 +285,18 @@ def spectral_figure(run, roles):
         for k, s in enumerate(r.seeds):
             t, y = _curve(r, f"probe/erank/{X_BLOCK}", s)
             a.plot(t, y, color=col, ls=st["ls"], lw=st["lw"] if k == 0 else 0.7, alpha=st["alpha"],
-                   label=f"{names[r.config.model.init]} ({len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''})" if k == 0 else None)
-    hline(a, target, f"erank(Γ⁻¹) = {target:.3f}", PALETTE[2], ls=":")
+                   label=(f"{names[r.config.model.init]} ({len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''})"
+                          if k == 0 else None))
+    hline(a, target, f"erank(Γ⁻¹) = {target:.3f} (the limit)", PALETTE[2], ls=":")
+    lam2 = system_for(c).lam ** 2
+    collapse = float(effective_rank(torch.diag(torch.as_tensor(lam2))))
+    hline(a, collapse, f"erank(Λ²) = {collapse:.3f} (escape direction)", PALETTE[7], ls=":")
     a.set_xscale("log")
     a.grid(True, alpha=0.3)
     _shade_stages(a, crossings, labels=True)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("effective rank of W^KQ's x-block (U)")
-    a.set_title("rank of U: ≈1 at the plateau's end, rising as modes switch on", fontsize=9, pad=14)
+    a.set_title("rank of U: erank(Λ²) at the plateau's end, rising as modes switch on", fontsize=9, pad=14)
     a.legend(fontsize=7, loc="lower right")
 
     a = ax[0, 1]
@@ -319,8 +328,8 @@ def spectral_figure(run, roles):
     _shade_stages(a, crossings)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("top-1 subspace overlap")
-    a.set_title("U's top singular vector u₁ against Λ's eigenvectors r_i\n(coloured band: first drop, start → midpoint)",
-                fontsize=9)
+    a.set_title("U's top singular vector u₁ against Λ's eigenvectors r_i\n"
+                "(coloured band: first drop, start → midpoint)", fontsize=9)
     a.legend(fontsize=6.5, loc="center left")
 
     a = ax[0, 2]

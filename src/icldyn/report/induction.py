@@ -72,7 +72,7 @@ def _stage_lines(ax, times: dict, ymax_text=True):
                     transform=ax.get_xaxis_transform(), va="bottom")
 
 
-def _copier_classifier_panel(ax, run, s_star, times):
+def _copier_classifier_panel(ax, run, s_star, times, title="copier (RPE) and classifier (a); dotted: stage times"):
     from icldyn.experiments.induction_claims import head_offsets
 
     pairs = head_offsets(run, s_star)
@@ -96,7 +96,7 @@ def _copier_classifier_panel(ax, run, s_star, times):
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
-    ax.set_title("copier (RPE) and classifier (a); dotted: stage times")
+    ax.set_title(title)
 
 
 def _loss_panel(ax, run, kind=None):
@@ -118,7 +118,7 @@ def _loss_panel(ax, run, kind=None):
             hline(ax, v, label, color, ls=ls)
     ax.set_xscale("log")
     ax.grid(True, alpha=0.3)
-    ax.set_xlabel("time = Σ lr (= epochs at lr 1)")
+    ax.set_xlabel("time = Σ lr")
     ax.set_ylabel(f"{kind} loss")
     ax.set_title(f"validation loss ({kind} loss) and baselines")
     ax.legend(fontsize=7)
@@ -227,7 +227,7 @@ def full_figures(run, views):
     figs = []
     for sfx, r in views:
         s_star = stored_s_star(r)
-        fig, ax = new_figure(1, 3, size=(5.2, 3.9))
+        fig, ax = new_figure(1, 4, size=(4.8, 3.9))
         a = ax[0, 0]
         _loss_panel(a, r)
         t, y = curve(r, "loss/train", r.seeds[0])
@@ -238,13 +238,26 @@ def full_figures(run, views):
         if found["drop"]:
             s, e, _, _ = found["drop"]
             a.axvspan(s, e, color=PALETTE[3], alpha=0.15, lw=0, label="drop (probes.phases)")
+        a.legend(fontsize=6.5)
+        a.set_title("full model: loss on a log time axis", fontsize=10)
+        # the same curve on a linear axis: a plateau in log time is not necessarily one in time
+        a = ax[0, 1]
+        end = found["drop"][1] * 2 if found["drop"] else t[-1]
+        keep = t <= end
+        a.plot(t[keep], y[keep], color=PALETTE[0], marker=".", ms=4, lw=1.5, label="training loss (seed 0)")
+        if len(t) > 1:
+            a.plot(t[keep], y[0] - (y[0] - y[1]) / (t[1] - t[0]) * t[keep], color=PALETTE[7], ls="--", lw=1,
+                   label="the initial rate of decrease, continued")
+        a.set_ylim(min(y[keep]) - 0.02, y[0] + 0.02)
+        a.set_xlabel("time = Σ lr (linear)")
+        a.set_ylabel(f"{r.config.model.loss} loss")
+        a.grid(True, alpha=0.3)
+        a.set_title(f"linear time: peak rate / initial rate = {found['acceleration']:.2g}×", fontsize=10)
         a.legend(fontsize=7)
-        a.set_title(f"full model: loss (peak/initial rate of decrease {found['acceleration']:.2g}×)", fontsize=9)
-        _selector_panel(ax[0, 1], r, s_star)
-        ax[0, 1].set_xlabel("time = Σ lr")
-        _copier_classifier_panel(ax[0, 2], r, s_star, {})
+        _selector_panel(ax[0, 2], r, s_star)
         ax[0, 2].set_xlabel("time = Σ lr")
-        figs.append(finish(fig, r.path / "figures" / "full.png" if r.path != run.path else
-                           run.path / "figures" / "full.png"))
+        _copier_classifier_panel(ax[0, 3], r, s_star, {}, "positional RPE mass and a")
+        ax[0, 3].set_xlabel("time = Σ lr")
+        figs.append(finish(fig, run.path / "figures" / (f"full{sfx}.png" if sfx else "full.png")))
     figs.append(rpe_figure(run, views))
     return figs

@@ -109,7 +109,8 @@ def overview_figure(run, views):
     for s in main.seeds:
         fin = main.metrics[(main.metrics["seed"] == s) & (main.metrics["step"] == main.metrics["step"].max())]
         at = fin.set_index("name")["value"]
-        mats.append(np.array([[at.get(f"probe/omega/{h}/{i}", np.nan) * at.get(f"probe/mu/{h}/{i}", np.nan)
+        # |ω_iμ_i| is the head's share of task i; the sign of ω shows the opposite-sign pairing
+        mats.append(np.array([[at.get(f"probe/omega/{h}/{i}", np.nan) * abs(at.get(f"probe/mu/{h}/{i}", np.nan))
                                for i in range(I)] for h in range(H)]))
     mat = np.mean(mats, axis=0)
     vmax = np.nanmax(np.abs(mat)) or 1.0
@@ -120,7 +121,7 @@ def overview_figure(run, views):
             a.text(i, h, f"{mat[h, i]:+.2f}\n({share:.0%})", ha="center", va="center", fontsize=8)
     a.set_xticks(range(I), [f"task {i}" for i in range(I)])
     a.set_yticks(range(H), [f"head {h}" for h in range(H)])
-    a.set_title("final allocation ω_iμ_i (share of head's |ωμ|)", fontsize=9)
+    a.set_title("final allocation: sign(ω_i)·|ω_iμ_i| (share of the head)", fontsize=9)
     fig.colorbar(im, ax=a, fraction=0.046)
 
     a = ax[1, 2]

@@ -222,8 +222,8 @@ def attention_figure(run, views):
         a_mass.set_ylim(0, 1.02)
         a_mass.set_xlabel("time = Σ lr")
         a_mass.set_ylabel(f"attention mass, queries of feature {k}")
-        a_mass.set_title(f"imbalanced: the phases of minor feature {k}", fontsize=10)
-        a_mass.legend(fontsize=7, loc="center right")
+        a_mass.set_title(f"imbalanced: phases I–IV of minor feature {k} (between the markers)", fontsize=10)
+        a_mass.legend(fontsize=7, loc="center left", bbox_to_anchor=(0.0, 0.33))
 
         # cross-feature score B̄_k: the rise before the fall
         for kk in fc.minor_features(r):
@@ -310,8 +310,8 @@ def _phase_numbers(ax, m, fc):
     lo, hi = ax.get_xlim() if ax.lines else (ts[0] / 10, ts[-1] * 10)
     edges = [max(lo, ts[0] / 10)] + ts
     for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        ax.text((a * b) ** 0.5, 0.5, ["I", "II", "III", "IV"][i], transform=ax.get_xaxis_transform(),
-                ha="center", fontsize=9, color="grey", weight="bold")
+        ax.text((a * b) ** 0.5, 0.02, ["I", "II", "III", "IV"][i], transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=9, color="grey", weight="bold")
 
 
 def _optimal_value_scale(run):
