@@ -1,7 +1,5 @@
 """induction-ngram / induction-full: the split, the probes, the claim helpers, and negative controls."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -149,12 +149,25 @@ def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="defa
 
 @app.command()
 def bench(json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON here"),
-          quick: bool = typer.Option(False, help="fewer repeats (a smoke test)")):
+          quick: bool = typer.Option(False, help="fewer repeats and sizes (a smoke test)"),
+          case: Optional[List[str]] = typer.Option(None, "--case", help="run only this case (repeatable)"),
+          list_: bool = typer.Option(False, "--list", help="list the cases and exit"),
+          threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's own)")):
     """Performance benchmarks: prints a table, optionally writes JSON."""
-    from icldyn.bench import run_benchmarks
+    from icldyn.bench import CASES, run_benchmarks
 
+    if list_:
+        for name, fn in CASES.items():
+            console.print(f"[bold]{name}[/]: {(fn.__doc__ or '').strip().splitlines()[0]}")
+        return None
     try:
-        results = run_benchmarks(quick=quick, json_path=json_out, console=console)
+        for name in case or []:
+            CASES[name]  # an unknown case stops here, naming the known ones
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        results = run_benchmarks(quick=quick, json_path=json_out, console=console, cases=case or None)
     except UsageError as err:
         _fail(err)
     return results

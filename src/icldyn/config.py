@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from icldyn.errors import UsageError
 from icldyn.registry import closest
@@ -51,6 +51,18 @@ class TrainConfig(Strict):
     eval_prompts: int = Field(default=100_000, gt=0, description="held-out prompts at the last step")
     eval_prompts_during: int = Field(default=4096, gt=0, description="held-out prompts at other records")
     stages: Optional[list[StageConfig]] = None
+    # A hyperparameter ensemble: member i (seed seed+i) trains with the schedule's lr × lrs[i]/lr,
+    # all members in one computation; needs n_seeds = len(lrs) (`--seeds`).
+    lrs: Optional[list[float]] = Field(default=None, min_length=1,
+                                       description="per-member learning rates of one ensemble")
+    compile: bool = Field(default=False, description="torch.compile the loss; falls back to eager with a note")
+
+    @field_validator("lrs")
+    @classmethod
+    def _positive_lrs(cls, lrs):
+        if lrs is not None and min(lrs) <= 0:
+            raise ValueError("train.lrs must all be > 0")
+        return lrs
 
     @model_validator(mode="after")
     def _stages_cover_steps(self):
@@ -75,11 +87,18 @@ class ExperimentConfig(Strict):
     model: Strict
     train: TrainConfig = TrainConfig()
 
-    # Seeds and device name runs, they do not change what a run *is*: they stay out of the hash.
+    # Seeds and device name runs, they do not change what a run *is*: they stay out of the hash,
+    # and so does train.compile (how it is computed); train.lrs enters it only when set, so the
+    # hashes of runs made before these keys existed do not change.
     _unhashed = {"seed", "n_seeds", "device"}
+    _train_unhashed = {"compile"}
+    _train_hashed_when_set = {"lrs"}
 
     def config_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude=self._unhashed)
+        train = payload.get("train") or {}
+        for key in self._train_unhashed | {k for k in self._train_hashed_when_set if train.get(k) is None}:
+            train.pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_name(self) -> str:

@@ -316,7 +316,8 @@ def _generalisation_claim(r, sfx: str, kind: str) -> Claim:
     return Claim(
         f"generalises{sfx}",
         f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g}, the model behaves as the GIH "
-        f"({ref}) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst relative gap |loss − GIH|/GIH",
+        f"({ref}) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst relative gap "
+        "|loss − GIH|/GIH",
         f"{SOURCE}, generalisation", m,
         f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at every L "
         f"at the training α", ok, None, worst.tolist(),

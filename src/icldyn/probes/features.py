@@ -5,7 +5,8 @@
   N so that the floor ½(1 − p_k)^N is far below its thresholds);
 - `probe/same_feature_attention/<k>`: a_k, the attention mass on the context tokens of the
   query's own feature (mean over the same prompts);
-- `probe/attention_mass/<k>/<n>`: the mass on the tokens of feature n (so a_k = mass k/k);
+- `probe/attention_mass/<k>/<n>`: the mass on the tokens of feature n (so a_k = mass k/k; for
+  large K only n ∈ {0, k}, the dominant feature and the own one);
 - `probe/score/<k>/<n>`: s_{k,n} = v_nᵀ Q v_k, read off the parameters (A_k = s_{k,k},
   B_{k,n} = s_{k,n} in Huang, Cheng & Liang's notation);
 - `probe/value_scale` (model.train = "full" only): W^{PV}'s label-to-label entry, which the
@@ -16,8 +17,6 @@ Held-out prompts are processed in chunks, so the large final evaluation batch fi
 from __future__ import annotations
 
 import torch
-
-from icldyn.tasks.structured_features import mean_by_query_feature
 
 CHUNK = 8192
 
@@ -49,8 +48,9 @@ def per_feature_statistics(model, batch, K: int, chunk: int = CHUNK) -> dict[str
     return {"error": sums_err / counts, "mass": sums_mass / counts[:, None], "count": counts}
 
 
-def feature_probe(task, record_masses: bool = True):
-    """The probes of the module doc, at every record step, on the trainer's held-out prompts."""
+def feature_probe(task, all_masses: bool = True):
+    """The probes of the module doc, at every record step, on the trainer's held-out prompts.
+    all_masses=False keeps K² metrics per record down to the masses on features k and 0."""
     K = task.config.K
     V = task.features
 
@@ -63,7 +63,7 @@ def feature_probe(task, record_masses: bool = True):
             out[f"probe/feature_error/{k}"] = stats["error"][:, k]
             out[f"probe/same_feature_attention/{k}"] = stats["mass"][:, k, k]
             for n in range(K):
-                if record_masses:
+                if all_masses or n in (0, k):
                     out[f"probe/attention_mass/{k}/{n}"] = stats["mass"][:, k, n]
                 out[f"probe/score/{k}/{n}"] = scores[:, k, n]
         if getattr(model.config, "train", "q") == "full":
@@ -71,6 +71,3 @@ def feature_probe(task, record_masses: bool = True):
         return out
 
     return probe
-
-
-__all__ = ["feature_probe", "per_feature_statistics", "mean_by_query_feature"]

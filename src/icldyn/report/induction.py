@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
+from icldyn.report.plots import PALETTE, finish, hline, new_figure
 
 BASELINE_STYLE = {  # name → (label, colour, line style)
     "unigram": ("in-context unigram", PALETTE[7], ":"),
@@ -62,7 +62,7 @@ def _selector_panel(ax, run, s_star):
     ax.legend(fontsize=7, ncol=2)
 
 
-def _stage_lines(ax, times: dict, ymax_text=True):
+def _stage_lines(ax, times: dict):
     for comp, ts in times.items():
         ts = [t for t in ts if np.isfinite(t)]
         if ts:
@@ -102,8 +102,8 @@ def _copier_classifier_panel(ax, run, s_star, times, title="copier (RPE) and cla
 def _loss_panel(ax, run, kind=None):
     kind = kind or run.config.model.loss
     _band(ax, run, f"loss/val/{kind}", "k", "model, validation", lw=2.2)
-    _band(ax, run, "loss/train", PALETTE[0], "model, training set", lw=1.0, ls="--") if kind == run.config.model.loss \
-        else None
+    if kind == run.config.model.loss:
+        _band(ax, run, "loss/train", PALETTE[0], "model, training set", lw=1.0, ls="--")
     _band(ax, run, f"baseline/gih_model_a/{kind}", BASELINE_STYLE["gih_model_a"][1], "GIH(S*, a(t))", lw=1.0,
           ls="--")
     for name in ("unigram", "gih", "gih_best_a", "ngram_bayes", "oracle"):
@@ -122,12 +122,6 @@ def _loss_panel(ax, run, kind=None):
     ax.set_ylabel(f"{kind} loss")
     ax.set_title(f"validation loss ({kind} loss) and baselines")
     ax.legend(fontsize=7)
-
-
-def _gih_paper_note(run) -> str:
-    f = run.final("baseline/gih/paper")
-    return f"GIH(S*, a→∞) under the paper loss: {float(f.mean()):.2f} (ε = {run.config.model.loss_eps:g})" if len(f) \
-        else ""
 
 
 def dynamics_figure(run, views):

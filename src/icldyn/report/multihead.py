@@ -21,31 +21,47 @@ def _seed_mean(run, name):
 
 
 def _band(ax, run, name, color, label=None, ls="-", lw=1.8, scale=1.0):
+    """Seed mean (and min-max band) of a metric over time. Held-out losses: the last record, measured on
+    the larger final prompt set, is drawn as a dot rather than joined to the curve."""
     s = _seed_mean(run, name)
     if s is None:
         return
     t, mean, lo, hi = s
-    ax.plot(t, mean / scale, color=color, ls=ls, lw=lw, label=label)
+    tc = run.config.train
+    final_dot = name.startswith(("loss/test", "probe/projected_loss")) and tc.eval_prompts != tc.eval_prompts_during
+    k = len(t) - 1 if final_dot and len(t) > 1 else len(t)
+    ax.plot(t[:k], mean[:k] / scale, color=color, ls=ls, lw=lw, label=label)
+    if k < len(t):
+        ax.plot(t[k:], mean[k:] / scale, "o", color=color, ms=4)
     if run.config.n_seeds > 1:
-        ax.fill_between(t, lo / scale, hi / scale, color=color, alpha=0.15, lw=0)
+        ax.fill_between(t[:k], lo[:k] / scale, hi[:k] / scale, color=color, alpha=0.15, lw=0)
 
 
-def _shade_phases(ax, phases, label=True):
-    if phases is None:
-        return
-    if phases["warmup"] is not None:
+def _shade_phases(ax, phases, specialised=None, label=True):
+    """Warm-up plateau (grey), the emergence drop's midpoint (orange line) and where every head has
+    r_h ≥ 0.9 (green), the last after `specialised` = (start, end) or None."""
+    if phases is not None and phases["warmup"] is not None:
         a, b, _ = phases["warmup"]
         ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label="warm-up plateau" if label else None)
-    for k, (a, b, _, _) in enumerate(phases["drops"]):
-        ax.axvspan(a, b, color=PALETTE[1], alpha=0.12, lw=0, label="loss drops" if label and k == 0 else None)
-    if phases["convergence_start"] is not None:
-        ax.axvline(phases["convergence_start"], color="0.4", ls=":", lw=1,
-                   label="convergence (after last drop)" if label else None)
+    if phases is not None and phases["emergence"] is not None:
+        ax.axvline(phases["emergence"][2], color=PALETTE[1], lw=1.2,
+                   label="emergence drop (midpoint)" if label else None)
+    if specialised is not None:
+        ax.axvspan(*specialised, color=PALETTE[2], alpha=0.15, lw=0,
+                   label="every head on one task (r ≥ 0.9)" if label else None)
+
+
+def _specialised_window(run, seed):
+    from icldyn.experiments.multihead_tasks import SPECIALISED, min_specialisation
+
+    t, r = min_specialisation(run, seed)
+    on = np.flatnonzero(r >= SPECIALISED)
+    return (t[on[0]], t[on[-1]]) if on.size else None
 
 
 def overview_figure(run, views):
     """Main run: loss with phases, r_h, ω and μ per head and task, allocation matrix, attention scale."""
-    from icldyn.experiments.multihead_tasks import find_view, loss_phases, theory_value
+    from icldyn.experiments.multihead_tasks import curve, find_view, loss_phases, theory_value
 
     views = dict(views)
     base = run.config
@@ -57,9 +73,9 @@ def overview_figure(run, views):
     c = main.config
     H, I = c.model.n_heads, c.task.n_tasks
     seed = main.seeds[0]
-    m = main.metric("loss/test")
-    m = m[(m["seed"] == seed) & (m["time"] > 0)].sort_values("time")
-    phases = loss_phases(m["time"].to_numpy(), m["value"].to_numpy()) if len(m) > 5 else None
+    t, loss = curve(main, "loss/test", seed, same_prompts=True)
+    phases = loss_phases(t, loss) if len(t) > 5 else None
+    window = _specialised_window(main, seed)
 
     fig, ax = new_figure(2, 3, size=(5.2, 3.9))
     a = ax[0, 0]
@@ -69,11 +85,11 @@ def overview_figure(run, views):
                                ("optimum/one_head_per_task/loss", PALETTE[4], "best one-head-per-task"),
                                ("optimum/single_head/loss", PALETTE[3], "best single head")):
         hline(a, theory_value(main, name), label, color)
-    _shade_phases(a, phases)
+    _shade_phases(a, phases, window)
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("½·Σ_i squared error (held out)")
-    a.set_title(f"loss and phases (seed {seed})")
+    a.set_title(f"loss and phases (seed {seed}; dot: final, on {c.train.eval_prompts:,} prompts)", fontsize=9)
     a.legend(fontsize=6.5, loc="lower left")
 
     a = ax[0, 1]
@@ -81,7 +97,7 @@ def overview_figure(run, views):
         _band(a, main, f"probe/head_specialisation/{h}", PALETTE[h % 10], label=f"head {h}")
     a.axhline(1 / I, color="0.5", ls=":", lw=1, label="1/I (shared)")
     a.axhline(0.9, color="0.5", ls="--", lw=1, label="0.9 (one task)")
-    _shade_phases(a, phases, label=False)
+    _shade_phases(a, phases, window, label=False)
     a.set_xscale("log")
     a.set_ylim(1 / I - 0.05, 1.03)
     a.grid(True, alpha=0.3)
@@ -97,7 +113,7 @@ def overview_figure(run, views):
                 _band(a, main, f"probe/{sym}/{h}/{i}", PALETTE[h % 10], ls=TASK_STYLES[i % 4],
                       label=f"head {h}, task {i}")
         a.axhline(0, color="0.3", lw=0.6)
-        _shade_phases(a, phases, label=False)
+        _shade_phases(a, phases, window, label=False)
         a.set_xscale("log")
         a.grid(True, alpha=0.3)
         a.set_xlabel("time = Σ lr")

@@ -1,0 +1,348 @@
+"""multihead-tasks experiment (issue 5): probes, variants, theory table, claims and their negative controls.
+
+Claims are computed from stored runs only, so most claim tests write small synthetic run directories
+(metrics shaped like a run that agrees with the paper, and one that does not) and recompute the claims.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from icldyn import api
+from icldyn.experiments import EXPERIMENTS
+from icldyn.experiments.multihead_tasks import loss_phases, theory_table
+from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
+from icldyn.probes.multihead import (attention_stats, estimator_probe, projected_loss_probe, semi_singular_probe,
+                                     task_loss_probe)
+from icldyn.store import RunDir, load_run, write_text
+from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
+from icldyn.train.trainer import RecordContext
+
+F64 = torch.float64
+EXP = EXPERIMENTS["multihead-tasks"]
+
+
+def make(d0=2, I=2, L=10, H=2, noise=0.0, seeds=(0,), orthogonal=True):
+    task = MultitaskRegressionTask(MultitaskRegressionConfig(d0=d0, n_tasks=I, n_points=L, noise_std=noise,
+                                                             orthogonal=orthogonal), F64)
+    model = MultiheadAttention.for_task(MultiheadAttentionConfig(n_heads=H, n_tasks=I), task, list(seeds), F64)
+    return task, model
+
+
+def set_decomposable(model, omega, mu):
+    W, U = model._compose(torch.as_tensor(omega, dtype=F64), torch.as_tensor(mu, dtype=F64))
+    with torch.no_grad():
+        model.key_query.copy_(W)
+        model.output_value.copy_(U)
+
+
+def ctx_for(task, model, n=400, final=True):
+    batch = task.eval_batch(n, 123)
+    return RecordContext(step=1, time=1.0, model=model, task=task, eval_batch=batch, final=final, seeds=[0])
+
+
+# -- probes -----------------------------------------------------------------------------------------
+def test_semi_singular_probe_reads_the_projection_and_the_leak():
+    task, model = make(I=2, H=3, seeds=(0, 1), orthogonal=False)
+    omega = torch.tensor([[[0.3, -0.1], [0.0, 0.5], [0.2, 0.2]]] * 2, dtype=F64)
+    mu = torch.tensor([[[1.0, 0.0], [0.0, -2.0], [0.5, 0.5]]] * 2, dtype=F64)
+    set_decomposable(model, omega, mu)
+    out = semi_singular_probe()(ctx_for(task, model))
+    assert out["probe/omega/0/1"].tolist() == pytest.approx([-0.1, -0.1])
+    assert out["probe/mu/1/1"].tolist() == pytest.approx([-2.0, -2.0])
+    assert out["probe/head_specialisation/0"].tolist() == pytest.approx([1.0, 1.0])   # |ωμ| = (0.3, 0)
+    assert out["probe/head_specialisation/2"].tolist() == pytest.approx([0.5, 0.5])   # shared evenly
+    assert out["probe/off_decomposable"].max() < 1e-12
+    with torch.no_grad():
+        model.key_query[1, 0, 0, 3] += 0.05                                             # a cross-block leak
+    out = semi_singular_probe()(ctx_for(task, model))
+    assert float(out["probe/off_decomposable"][1]) == pytest.approx(0.05, rel=1e-9)
+    assert float(out["probe/off_decomposable"][0]) < 1e-12
+    assert 0 < float(out["probe/off_decomposable_relative"][1]) < 0.05
+
+
+def test_projected_loss_equals_the_loss_on_the_family_and_sees_what_a_leak_costs():
+    task, model = make(I=2, H=2, orthogonal=False)
+    set_decomposable(model, [[[0.4, -0.3], [-0.3, 0.4]]], [[[1.5, -1.0], [-1.0, 1.5]]])
+    ctx = ctx_for(task, model, n=600)
+    from icldyn.train.trainer import evaluate
+
+    clean = float(evaluate(model, ctx.eval_batch)[0])
+    assert float(projected_loss_probe()(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
+    with torch.no_grad():
+        model.key_query[0, 0, :2, 2:] += 0.5      # block 0's keys scored against block 1 of the query
+    leaky = float(evaluate(model, ctx.eval_batch)[0])
+    assert float(projected_loss_probe()(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
+    assert leaky != pytest.approx(clean, rel=1e-3)
+
+
+def test_task_losses_add_up_to_the_training_loss():
+    task, model = make(I=3, H=2, seeds=(0, 1))
+    ctx = ctx_for(task, model, n=300)
+    per_task = task_loss_probe()(ctx)
+    from icldyn.train.trainer import evaluate
+
+    total = sum(per_task[f"probe/task_loss/{i}"] for i in range(3))
+    torch.testing.assert_close(total, evaluate(model, ctx.eval_batch))
+
+
+def test_attention_stats_uniform_and_hard_attention():
+    """Negative control for the attention-regime claim: ω = 0 is uniform, large ω is (nearly) hard."""
+    task, model = make(d0=3, I=1, H=1, L=20)
+    b = task.eval_batch(500, 7)
+    set_decomposable(model, [[[0.0]]], [[[1.0]]])
+    s = attention_stats(model, b)
+    assert float(s["score_scale"]) == pytest.approx(0.0, abs=1e-12)
+    assert float(s["max_attention"]) == pytest.approx(1 / 20)
+    assert float(s["attention_spread"]) == pytest.approx(1.0)
+    set_decomposable(model, [[[0.5]]], [[[1.0]]])
+    mid = attention_stats(model, b)
+    assert float(mid["score_scale"]) == pytest.approx(0.5 * 3**0.5, rel=0.1)   # √(d₀ ω²) for x ~ N(0, I)
+    set_decomposable(model, [[[20.0]]], [[[1.0]]])
+    hard = attention_stats(model, b)
+    assert float(hard["max_attention"]) > 0.8 and float(hard["attention_spread"]) < 0.1
+
+
+def test_estimator_probe_measures_baselines_and_the_distance_to_centred_gd():
+    task, model = make(d0=3, I=1, H=2, L=15, orthogonal=False)
+    w = 0.01                                                       # a pair of opposite heads: centred GD
+    set_decomposable(model, [[[w], [-w]]], [[[0.5 / w], [-0.5 / w]]])
+    out = estimator_probe(task)(ctx_for(task, model, n=2000))
+    assert set(out) >= {"baseline/zero", "baseline/gd", "baseline/centred_gd", "baseline/ridge",
+                        "probe/pred_rel_diff/centred_gd", "probe/fitted_step/centred_gd"}
+    assert float(out["baseline/ridge"]) < 1e-12                     # noiseless, L ≥ d₀: the posterior mean is β
+    assert float(out["baseline/gd"]) < float(out["baseline/zero"])
+    assert float(out["probe/pred_rel_diff/centred_gd"][0]) < 5e-3
+    assert float(out["probe/fitted_step/centred_gd"][0]) == pytest.approx(1.0, rel=1e-2)   # η = 2ωμ
+    one_head, _ = make(d0=3, I=1, H=1, L=15, orthogonal=False)
+    _, single = make(d0=3, I=1, H=1, L=15, orthogonal=False)
+    set_decomposable(single, [[[0.5]]], [[[1.0]]])                  # one head keeps the ȳ bias
+    far = estimator_probe(one_head)(ctx_for(one_head, single, n=2000))
+    assert float(far["probe/pred_rel_diff/centred_gd"][0]) > 0.2
+    assert estimator_probe(task)(ctx_for(task, model, final=False)) == {}
+
+
+# -- experiment: init signs, variants, theory table ----------------------------------------------------------
+def test_alternating_head_signs_keep_the_init_decomposable_with_positive_steps():
+    cfg = EXP.config("quick", {"compare": False, "task.n_tasks": 1, "model.n_tasks": 1, "model.n_heads": 4,
+                               "head_signs": "alternating", "task.d0": 2})
+    task = EXP.build_task(cfg)
+    model = EXP.build_model(cfg, task, [0, 1])
+    omega, mu = model.omega_mu()
+    assert (omega[:, 0::2] > 0).all() and (omega[:, 1::2] < 0).all()
+    assert (omega * mu > 0).all()
+    assert model.off_decomposable().max() < 1e-7
+    plain = EXP.build_model(cfg.model_copy(update={"head_signs": "positive"}), task, [0, 1])
+    torch.testing.assert_close(plain.omega_mu()[0].abs(), omega.abs())
+
+
+def test_variants_of_one_command():
+    cfg = EXP.config("quick")
+    v = EXP.variants(cfg)
+    assert list(v) == ["I2-H2", "I2-H1", "I3-H3", "I3-H1", "I4-H4", "I4-H1", "I2-H2-noise0.5",
+                       "I1-H2-debiased", "I1-H2-same-sign"]
+    assert v["I2-H2"] == {} and v["I2-H1"] == {"task.n_tasks": 2, "model.n_tasks": 2, "model.n_heads": 1}
+    assert v["I3-H3"]["train.batch_size"] == 1024 and v["I3-H3"]["train.dataset_size"] == 16_384
+    assert "train.batch_size" not in v["I2-H1"]                      # the main I: the main run's settings
+    assert v["I1-H2-debiased"]["head_signs"] == "alternating"
+    assert EXP.variants(EXP.config("quick", {"compare": False})) is None
+    paper = EXP.variants(EXP.config("paper"))
+    assert "I4-H8" in paper and "train.batch_size" not in paper["I3-H3"]
+    for ov in v.values():                                            # every variant is a valid config
+        EXP.config("quick", ov)
+
+
+def test_theory_table_holds_the_optimum_and_closed_forms():
+    cfg = EXP.config("quick", {"task.d0": 2, "task.n_points": 8, "optimum_prompts": 300, "optimum_iters": 5,
+                               "optimum_eval_prompts": 500})
+    th = theory_table(cfg).set_index("name")["value"]
+    for name in ("theory/gd_loss", "theory/centred_gd_loss", "optimum/global/loss", "optimum/single_head/loss",
+                 "optimum/one_head_per_task/loss", "optimum/global/omega/1/0", "optimum/single_head/mu/0/1"):
+        assert name in th.index
+    assert th["optimum/global/loss"] < th["optimum/single_head/loss"] < th["theory/zero_loss"]
+    big = theory_table(cfg.model_copy(update={"optimum_max_params": 0})).set_index("name")["value"]
+    assert "optimum/global/loss" not in big.index and "optimum/single_head/loss" in big.index
+
+
+def test_loss_phases_find_warmup_drop_and_convergence():
+    t = np.logspace(-1.5, 2.8, 50)
+    step = 0.1 + 0.9 / (1 + (t / 8) ** 4)                            # plateau, drop at t ≈ 8, rest
+    ph = loss_phases(t, step)
+    assert ph["warmup"] is not None and ph["warmup"][1] < 8 and ph["converged"]
+    assert ph["emergence"][0] < 8 < ph["emergence"][1] and ph["emergence"][3] > 0.8
+    decay = 0.1 + 0.9 * (t / t[0]) ** -0.3                           # negative control: no warm-up, no rest
+    bad = loss_phases(t, decay)
+    assert bad["warmup"] is None and not bad["converged"]
+
+
+# -- claims from synthetic stored runs ----------------------------------------------------------------------
+T = np.concatenate([[0.0], np.logspace(-1.5, 2.8, 50)])
+
+
+def sigmoid(t, mid, width=4.0):
+    return 1 / (1 + (np.maximum(t, 1e-12) / mid) ** -width)
+
+
+def write_run(path, overrides, *, loss_final=0.1, specialise_at=8.0, r_final=1.0, omega=None, mu=None,
+              task_loss=None, score=0.6, spread=0.7, off=0.01, theory=None, baselines=None, warmup=True):
+    """A stored run whose metrics look like training did what the paper says (unless told otherwise)."""
+    cfg = EXP.config("quick", {"compare": False, **overrides})
+    I, H = cfg.task.n_tasks, cfg.model.n_heads
+    loss0 = 0.5 * I
+    if warmup:
+        loss = loss_final + (loss0 - loss_final) * (1 - sigmoid(T, 8.0))
+    else:
+        loss = loss_final + (loss0 - loss_final) * (np.maximum(T, T[1]) / T[1]) ** -0.3
+    r = 1 / I + (1 - 1 / I) * sigmoid(T, specialise_at)
+    r = np.where(T > 100, r_final + (r - r_final) * np.exp(-(T - 100) / 50), r) if r_final != 1.0 else r
+    omega = np.eye(H, I) * 0.5 if omega is None else np.asarray(omega)
+    mu = np.eye(H, I) * 1.5 if mu is None else np.asarray(mu)
+    task_loss = [loss_final / I] * I if task_loss is None else task_loss
+    rows = []
+    for k, t in enumerate(T):
+        vals = {"loss/test": loss[k], "loss/train": loss[k], "probe/off_decomposable_relative": off,
+                "probe/projected_loss": loss[k]}
+        for h in range(H):
+            vals[f"probe/head_specialisation/{h}"] = r[k]
+            vals[f"probe/score_scale/{h}"] = score
+            vals[f"probe/attention_spread/{h}"] = spread
+            vals[f"probe/max_attention/{h}"] = 0.05
+            for i in range(I):
+                vals[f"probe/omega/{h}/{i}"] = omega[h, i]
+                vals[f"probe/mu/{h}/{i}"] = mu[h, i]
+        if k == len(T) - 1:
+            for i in range(I):
+                vals[f"probe/task_loss/{i}"] = task_loss[i]
+            vals.update(baselines or {})
+        rows += [{"step": k, "time": t, "seed": 0, "name": n, "value": float(v)} for n, v in vals.items()]
+    rd = RunDir(path).create()
+    write_text(rd.path / "config.yaml", cfg.to_yaml())
+    rd.write_metrics(rows)
+    th = {"theory/gd_loss": 0.0294, "theory/centred_gd_loss": 0.0298, **(theory or {})}
+    rd.write_theory(pd.DataFrame({"time": 600.0, "name": list(th), "value": list(th.values())}))
+    return rd.path
+
+
+GOOD_OPT = {"optimum/global/loss": 0.1, "optimum/global/stderr": 0.0005, "optimum/one_head_per_task/loss": 0.15,
+            "optimum/one_head_per_task/stderr": 0.001, "optimum/single_head/loss": 0.24}
+
+
+def write_sweep(tmp_path, **bad):
+    """A sweep directory like the quick preset's; `bad` swaps in the paper-contradicting version of a part."""
+    top = tmp_path / "sweep"
+    cfg = EXP.config("quick")
+    write_text(top / "config.yaml", cfg.to_yaml())
+    v = top / "variants"
+    main = dict(loss_final=0.15, theory=GOOD_OPT)              # one head per task at the constrained optimum
+    main.update(bad.get("main", {}))
+    write_run(v / "I2-H2", {}, **main)
+    for I, ratio in zip((2, 3, 4), bad.get("ratios", (2.3, 3.4, 4.2))):
+        multi = 0.1 * I / 2
+        if I != 2:
+            write_run(v / f"I{I}-H{I}", {"task.n_tasks": I, "model.n_tasks": I, "model.n_heads": I},
+                      loss_final=multi)
+        write_run(v / f"I{I}-H1", {"task.n_tasks": I, "model.n_tasks": I, "model.n_heads": 1},
+                  loss_final=multi * ratio, r_final=1.0)
+    write_run(v / "I2-H2-noise0.5", {"task.noise_std": 0.5}, score=bad.get("noisy_score", 0.45))
+    one = {"task.n_tasks": 1, "model.n_tasks": 1, "model.n_heads": 2}
+    pair = bad.get("pair", dict(omega=[[0.25], [-0.25]], mu=[[1.9], [-1.9]]))
+    write_run(v / "I1-H2-debiased", {**one, "head_signs": "alternating"}, loss_final=bad.get("debiased_loss", 0.0305),
+              task_loss=[bad.get("debiased_loss", 0.0305)], **pair)
+    write_run(v / "I1-H2-same-sign", one, loss_final=0.076, task_loss=[0.076], omega=[[0.47], [0.47]],
+              mu=[[0.46], [0.46]], off=bad.get("control_off", 0.01))
+    return load_run(top)
+
+
+def verdicts(run):
+    return {c.id: c.passed for c in EXP.claims(run)}
+
+
+def test_claims_pass_on_runs_that_agree_with_the_paper(tmp_path):
+    v = verdicts(write_sweep(tmp_path))
+    assert all(v.values()), v
+    assert set(v) == {"phases_three", "emergence_specialises_heads", "allocation_one_task_per_head",
+                      "allocation_covers_tasks", "optimal_among_multihead", "single_vs_multihead_separation",
+                      "attention_scores_order_one", "noise_spreads_attention", "debiased_heads_pair_up",
+                      "debiased_matches_centred_gd", "stays_decomposable"}
+
+
+@pytest.mark.parametrize("bad, failing", [
+    ({"main": {"warmup": False}}, "phases_three"),                          # no warm-up plateau
+    ({"main": {"specialise_at": 60.0}}, "emergence_specialises_heads"),     # heads specialise after the drop
+    ({"main": {"r_final": 0.5}}, "allocation_one_task_per_head"),           # heads mix again
+    ({"main": {"task_loss": [0.01, 0.45]}}, "allocation_covers_tasks"),     # task 1 left uncovered
+    ({"main": {"loss_final": 0.3}}, "optimal_among_multihead"),             # stuck far above either optimum
+    ({"ratios": (2.0, 2.0, 2.0)}, "single_vs_multihead_separation"),        # the gap does not grow with I
+    ({"ratios": (1.0, 1.5, 2.0)}, "single_vs_multihead_separation"),        # no gap at I = 2
+    ({"main": {"score": 30.0}}, "attention_scores_order_one"),              # hard attention
+    ({"noisy_score": 0.6}, "noise_spreads_attention"),                      # noise changes nothing
+    ({"pair": dict(omega=[[0.47], [0.47]], mu=[[0.46], [0.46]])}, "debiased_heads_pair_up"),   # same-sign heads
+    ({"debiased_loss": 0.076}, "debiased_matches_centred_gd"),              # the collapsed single-head loss
+    ({"control_off": 0.25}, "stays_decomposable"),                          # one run left the family
+])
+def test_every_claim_fails_on_its_negative_control(tmp_path, bad, failing):
+    v = verdicts(write_sweep(tmp_path, **bad))
+    assert v[failing] is False, v
+
+
+def test_optimality_compares_a_one_head_per_task_limit_with_the_constrained_optimum(tmp_path):
+    run = load_run(write_run(tmp_path / "r", {}, loss_final=0.152, r_final=1.0, theory=GOOD_OPT))
+    c = next(c for c in EXP.claims(run) if c.id == "optimal_among_multihead")
+    assert c.passed and c.details["reference"] == "one_head_per_task"
+    assert c.details["ratio_to_global"][0] == pytest.approx(1.52)
+    mixed = load_run(write_run(tmp_path / "m", {}, loss_final=0.152, r_final=0.5, theory=GOOD_OPT))
+    c = next(c for c in EXP.claims(mixed) if c.id == "optimal_among_multihead")
+    assert c.passed is False and c.details["reference"] == "global"
+
+
+def test_claims_of_a_single_run_mark_what_it_lacks(tmp_path):
+    run = load_run(write_run(tmp_path / "r", {}, theory=GOOD_OPT))
+    v = {c.id: c for c in EXP.claims(run)}
+    assert v["single_vs_multihead_separation"].passed is None and "not in this run" in v[
+        "single_vs_multihead_separation"].note
+    assert v["debiased_heads_pair_up"].passed is None
+    assert v["phases_three"].passed is True
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+TINY = {"task.d0": 2, "task.n_points": 8, "train.steps": 12, "train.warmup_steps": 0, "train.n_records": 6,
+        "train.batch_size": 64, "train.dataset_size": 256, "train.eval_prompts": 1000,
+        "train.eval_prompts_during": 200, "separation_tasks": [2, 3], "separation_batch": 32,
+        "optimum_prompts": 200, "optimum_iters": 3, "optimum_eval_prompts": 300}
+
+
+def test_tiny_run_end_to_end_and_an_untrained_model_fails_the_claims(tmp_path):
+    """Negative control by an untrained model: 12 tiny steps do not reach any limit of the paper."""
+    run = api.run("multihead-tasks", "quick", TINY, out=tmp_path)
+    assert set(run.variants) == {"I2-H2", "I2-H1", "I3-H3", "I3-H1", "I2-H2-noise0.5", "I1-H2-debiased",
+                                 "I1-H2-same-sign"}
+    main = run.variants["I2-H2"]
+    assert len(main.metric("probe/omega/1/0")) == len(main.metric("loss/test")) > 3
+    assert len(main.final("baseline/ridge")) == 1 and len(main.theory)
+    v = {c["id"]: c["passed"] for c in run.claims}
+    assert len(v) == 11
+    for claim in ("phases_three", "optimal_among_multihead", "debiased_matches_centred_gd", "allocation_covers_tasks"):
+        assert v[claim] is False, (claim, v)
+    assert {p.name for p in (run.path / "figures").iterdir()} == {"overview.png", "separation.png", "debiased.png"}
+    again = api.recompute_claims(run.path)                           # claims come from the stored files
+    assert [c["measured"] for c in again] == [c["measured"] for c in run.claims]
+
+
+# Our reconstruction contradicts parts of the paper (see the experiment's report): the heads specialise
+# only transiently, during a second, slower fall after a symmetric emergence drop, and end paired with
+# opposite signs; noise barely moves the attention scale; the same-sign one-task heads leave the family.
+QUICK_VERDICTS = {"phases_three": True, "emergence_specialises_heads": False, "allocation_one_task_per_head": False,
+                  "allocation_covers_tasks": True, "optimal_among_multihead": True,
+                  "single_vs_multihead_separation": True, "attention_scores_order_one": True,
+                  "noise_spreads_attention": False, "debiased_heads_pair_up": True,
+                  "debiased_matches_centred_gd": True, "stays_decomposable": False}
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path):
+    torch.set_num_threads(1)
+    run = api.run("multihead-tasks", "quick", out=tmp_path)
+    assert {c["id"]: c["passed"] for c in run.claims} == QUICK_VERDICTS
