@@ -7,8 +7,9 @@ import torch
 from icldyn.errors import UsageError
 from icldyn.experiments import EXPERIMENTS
 from icldyn.models import MODELS
-from icldyn.seeding import generator
+from icldyn.seeding import STREAMS, generator, stream_seed, stream_seed_table
 from icldyn.tasks import build_task
+from icldyn.tasks import linear_regression
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.train.trainer import Trainer
 
@@ -147,8 +148,9 @@ def test_sampled_values_are_pinned(case, stream):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", sorted(SAMPLING))
-def test_batched_sampler_is_bit_identical_to_the_per_seed_loop(case, threads):
+def test_batched_sampler_is_bit_identical_to_the_per_seed_loop(case, threads, monkeypatch):
     task = LinearRegressionTask(LinearRegressionConfig(**SAMPLING[case]))
+    monkeypatch.setattr(linear_regression, "PARALLEL_MIN_NUMEL", 0)  # small batches use threads too
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # two threads fill two seeds at once
     try:
@@ -165,3 +167,11 @@ def test_a_seeds_prompts_do_not_depend_on_the_ensemble():
     together = task.sample([3, 9, 4], 5, 16)
     alone = task.sample([9], 5, 16)
     assert torch.equal(together.x[1], alone.x[0]) and torch.equal(together.y[1], alone.y[0])
+
+
+def test_stream_seeds_of_many_seeds_at_once_equal_one_at_a_time():
+    rng = torch.Generator().manual_seed(0)
+    seeds = torch.randint(0, 2**32, (40,), generator=rng).tolist() + [0, 1, 2**32 - 1]
+    entries = [(s, stream, step) for s in seeds for stream, step in zip(STREAMS, (0, 1, 7, 10**6, 2**32 - 1, 3, 5))]
+    assert stream_seed_table(entries) == [stream_seed(*e) for e in entries]
+    assert stream_seed_table([(2**40, "data", 3)] * 25) == [stream_seed(2**40, "data", 3)] * 25  # scalar path

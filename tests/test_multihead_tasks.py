@@ -117,10 +117,9 @@ def test_estimator_probe_measures_baselines_and_the_distance_to_centred_gd():
     assert float(out["baseline/gd"]) < float(out["baseline/zero"])
     assert float(out["probe/pred_rel_diff/centred_gd"][0]) < 5e-3
     assert float(out["probe/fitted_step/centred_gd"][0]) == pytest.approx(1.0, rel=1e-2)   # η = 2ωμ
-    one_head, _ = make(d0=3, I=1, H=1, L=15, orthogonal=False)
-    _, single = make(d0=3, I=1, H=1, L=15, orthogonal=False)
+    one_task, single = make(d0=3, I=1, H=1, L=15, orthogonal=False)
     set_decomposable(single, [[[0.5]]], [[[1.0]]])                  # one head keeps the ȳ bias
-    far = estimator_probe(one_head)(ctx_for(one_head, single, n=2000))
+    far = estimator_probe(one_task)(ctx_for(one_task, single, n=2000))
     assert float(far["probe/pred_rel_diff/centred_gd"][0]) > 0.2
     assert estimator_probe(task)(ctx_for(task, model, final=False)) == {}
 

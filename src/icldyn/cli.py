@@ -86,11 +86,15 @@ def run(
     strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
     sweep: Optional[List[str]] = typer.Option(None, help="sweep a key over values: a.b=[v1,v2,...]"),
     threads: int = typer.Option(1, min=1, help=THREADS_HELP),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the training loss (train.compile=true); "
+                                                          "falls back to eager with a note where it fails"),
 ):
     """Train an experiment, record its dynamics, print its claims."""
     from icldyn import api
     from icldyn.config import parse_value
 
+    if compile_:
+        set_ = [*(set_ or []), "train.compile=true"]
     _set_threads(threads)
     bar, update = _progress()
     try:

@@ -1,6 +1,9 @@
 """`icldyn bench`: performance cases, each returning a dict of figures; a table and optional JSON.
 
 A case is a function (quick: bool) -> dict registered in CASES; figures are measured, never asserted.
+Nested dicts group figures (e.g. per batch size); ratios sit under keys that name them
+(`ensemble_speedup`, `ratio_vs_gpt2`). The machine section (CPU, threads, load average, matmul
+peak) is measured first. Cases live in bench/lsa.py, bench/gpt.py, bench/system.py and here.
 """
 
 from __future__ import annotations
@@ -10,36 +13,19 @@ from pathlib import Path
 
 import torch
 
-from icldyn.bench.core import best_of, matmul_peak
+from icldyn.bench import gpt as _gpt
+from icldyn.bench import lsa as _lsa
+from icldyn.bench import system as _system
+from icldyn.bench.core import best_of, load_average, machine, peak_gflops
 from icldyn.registry import Registry
 
 CASES: Registry = Registry("benchmark case")
 
 
-@CASES.register("lsa_step")
-def lsa_step(quick: bool = False) -> dict:
-    """One sampled-prompt Adam step of a one-layer LSA: d = 10, N = 40, batch 1024, one seed."""
-    from icldyn.experiments import EXPERIMENTS
-    from icldyn.train.trainer import Trainer
-
-    exp = EXPERIMENTS["linreg-lsa"]
-    cfg = exp.config("quick", {"task.d": 10, "task.n_points": 40, "task.covariance": "isotropic",
-                               "train.gradient": "sampled", "train.optimizer": "adam", "train.lr": 1e-3,
-                               "train.batch_size": 1024, "sampled_check": False})
-    task = exp.build_task(cfg)
-    trainer = Trainer(cfg, task, exp.build_model(cfg, task, [0]))
-    steps = 20 if quick else 100
-
-    def run():
-        for k in range(steps):
-            loss = trainer.train_loss(k)
-            trainer.optimizer.zero_grad()
-            loss.sum().backward()
-            trainer.optimizer.step()
-
-    secs = best_of(run, 1 if quick else 3) / steps
-    sample = best_of(lambda: task.sample([0], 0, 1024), 5 if quick else 20)
-    return {"steps_per_s": 1 / secs, "prompts_per_s": 1024 / secs, "sampling_fraction": sample / secs}
+CASES.register("lsa_step", _lsa.lsa_step)
+CASES.register("lsa_ensemble", _lsa.lsa_ensemble)
+CASES.register("lsa_population", _lsa.lsa_population)
+CASES.register("gpt_vs_gpt2", _gpt.gpt_vs_gpt2)
 
 
 @CASES.register("prefix_estimators")
@@ -81,20 +67,55 @@ def induction_epoch(quick: bool = False) -> dict:
     return out
 
 
+CASES.register("compile", _system.compile_gain)
+CASES.register("threads", _system.threads)
+CASES.register("allocator", _system.allocator)
+CASES.register("gpu", _system.gpu)
+
+
+# the order `icldyn bench` runs them in (cheap and central first); cases not named here follow
+ORDER = ("lsa_step", "lsa_ensemble", "lsa_population", "gpt_vs_gpt2", "prefix_estimators", "compile",
+         "threads", "allocator", "gpu")
+
+
+def default_cases() -> list[str]:
+    return [c for c in ORDER if c in CASES] + [c for c in CASES if c not in ORDER]
+
+
+def _rows(prefix: str, figures) -> list[tuple[str, str]]:
+    if isinstance(figures, dict):
+        return [row for key, value in figures.items() for row in _rows(f"{prefix}/{key}" if prefix else key, value)]
+    return [(prefix, f"{figures:.4g}" if isinstance(figures, float) else str(figures))]
+
+
 def run_benchmarks(quick: bool = False, json_path: Path | None = None, console=None, cases=None) -> dict:
+    """Run `cases` (default: all) and return {"machine": ..., case: figures}; a case that fails
+    records {"error": ...} and the others still run. Writes JSON to `json_path` when given."""
+    import time
+    import traceback
+
     from rich.table import Table
 
-    results = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "matmul_peak_gflops": matmul_peak(1024 if quick else 2048)}}
-    for name in cases or list(CASES):
-        results[name] = CASES[name](quick)
+    info = machine()
+    info["matmul_peak_gflops"] = peak_gflops(n=1024 if quick else 2048)
+    results = {"machine": info}
+    for name in cases or default_cases():
+        if console is not None:
+            console.print(f"[dim]bench: {name} (load {load_average()})[/]")
+        start = time.perf_counter()
+        try:
+            results[name] = CASES[name](quick)
+        except Exception as err:  # noqa: BLE001 - one broken case must not lose the others' figures
+            results[name] = {"error": f"{type(err).__name__}: {err}",
+                             "where": traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()}
+        results[name]["case_seconds"] = round(time.perf_counter() - start, 1)
+    info["load_avg_end"] = load_average()
     if console is not None:
         table = Table(title="icldyn bench", header_style="bold")
         for col in ("case", "figure", "value"):
             table.add_column(col)
         for case, figures in results.items():
-            for key, value in figures.items():
-                shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            for key, shown in _rows("", figures):
                 table.add_row(case, key, shown)
         console.print(table)
     if json_path is not None:

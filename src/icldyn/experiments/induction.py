@@ -207,7 +207,7 @@ class InductionNgram(Experiment):
 
 class InductionFullExperiment(InductionNgram):
     name = "induction-full"
-    title = "Full two-layer transformer (content QK, OV, LayerNorm): loss plateau, then emergence"
+    title = "Full two-layer transformer (content QK, OV, LayerNorm): plateau then emergence? which subset?"
     config_class = InductionFullExpConfig
     presets = {
         "quick": {},

@@ -108,13 +108,12 @@ class LSA(EnsembleModel):
             key_q = torch.einsum("bj,eij->ebi", x[0, :, -1], w_kq[:, :, :d])
             s = torch.bmm(key_q[..., :d].transpose(0, 1), x[0].transpose(1, 2)).transpose(0, 1)
             v = pv[:, :d] @ x[0].reshape(B * T, d).T                         # (E, B·T)
-        s, v = s.reshape(E, B, T), v.reshape(E, B, T)
-        y_ctx = y[..., :n]                                                    # (E', B, n)
-        s_ctx = s[..., :n] + y_ctx * key_q[..., d:]
-        v_ctx = v[..., :n] + y_ctx * pv[:, None, d:]
-        pred = (s_ctx * v_ctx).sum(-1)
-        if not self.config.mask_query:
-            pred = pred + s[..., n] * v[..., n]
+        # the label entries, with the query's zeroed as in the embedding (no gradient flows into y)
+        y0 = torch.cat([y[..., :n], torch.zeros_like(y[..., n:])], dim=-1)    # (E', B, T)
+        s = s.reshape(E, B, T) + y0 * key_q[..., d:]
+        v = v.reshape(E, B, T) + y0 * pv[:, None, d:]
+        sv = s * v
+        pred = (sv[..., :n] if self.config.mask_query else sv).sum(-1)
         return (pred / n)[..., None]
 
     # -- the ZFB reduced form ------------------------------------------------------------------

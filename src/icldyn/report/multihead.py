@@ -44,7 +44,7 @@ def _shade_phases(ax, phases, specialised=None, label=True):
         a, b, _ = phases["warmup"]
         ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label="warm-up plateau" if label else None)
     if phases is not None and phases["emergence"] is not None:
-        ax.axvline(phases["emergence"][2], color=PALETTE[1], lw=1.2,
+        ax.axvline(phases["emergence"][2], color=PALETTE[6], lw=1.2,
                    label="emergence drop (midpoint)" if label else None)
     if specialised is not None:
         ax.axvspan(*specialised, color=PALETTE[2], alpha=0.15, lw=0,
@@ -225,9 +225,11 @@ def debiased_figure(run, views):
     for k, r in enumerate(runs):
         _band(a, r, "loss/test", PALETTE[k], label=f"H = {r.config.model.n_heads}, {r.config.head_signs} init")
     ref = runs[0]
-    hline(a, theory_value(ref, "theory/centred_gd_loss"), "centred GD (debiased GD)", "k")
-    hline(a, theory_value(ref, "theory/gd_loss"), "one-step GD", "0.5", ls=":")
-    hline(a, theory_value(ref, "optimum/single_head/loss"), "best single head", PALETTE[3])
+    for name, label, color, ls in (("theory/centred_gd_loss", "centred GD (debiased GD)", "k", "--"),
+                                   ("theory/gd_loss", "one-step GD", "0.5", ":"),
+                                   ("optimum/single_head/loss", "best single head", PALETTE[3], "--")):
+        value = theory_value(ref, name)
+        hline(a, value, f"{label}: {value:.4f}", color, ls=ls)
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("held-out loss")

@@ -17,23 +17,27 @@ from pydantic import Field, model_validator
 
 from icldyn.config import Strict
 from icldyn.errors import UsageError
-from icldyn.seeding import generator
+from icldyn.seeding import generator, generators
 from icldyn.tasks.base import Batch, Task
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 
 
-def parallel_over_seeds(fill: Callable[[int], None], n_seeds: int, device) -> None:
+PARALLEL_MIN_NUMEL = 1 << 17  # per seed; below it thread hand-offs cost more than they save
+
+
+def parallel_over_seeds(fill: Callable[[int], None], n_seeds: int, device, numel_per_seed: int | None = None) -> None:
     """Call fill(e) for e < n_seeds, in up to torch.get_num_threads() threads on a CPU device.
 
     Each seed's draws come from its own generator, so the order of the calls does not matter;
     a generator is sequential, so threads over seeds are how sampling uses more than one core.
-    The pool is rebuilt after a fork (a forked child inherits no threads).
+    Only seeds with at least PARALLEL_MIN_NUMEL numbers to draw are spread over threads. The
+    pool is rebuilt after a fork (a forked child inherits no threads).
     """
     global _POOL
     workers = min(n_seeds, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
-    if workers <= 1:
+    if workers <= 1 or (numel_per_seed is not None and numel_per_seed < PARALLEL_MIN_NUMEL):
         for e in range(n_seeds):
             fill(e)
         return
@@ -124,10 +128,15 @@ class LinearRegressionTask(Task):
     # identity and is a product with √λ when it is diagonal, which give the same bits as the
     # (d, d) matmul. With several threads, seeds are filled in parallel: torch releases the
     # GIL and a generator is sequential, so one seed cannot use two cores, but two seeds can.
-    def _generators(self, seed: int, step: int, stream: str, device) -> tuple:
+    @staticmethod
+    def _generators(seeds: Sequence[int], step: int, stream: str, device) -> list[tuple]:
+        """(inputs, task vector, noise) generators of each seed: [(gx, gw, ge), ...]."""
         if stream in ("eval", "fixed"):
-            return tuple(generator(seed, stream, k, device) for k in range(3))
-        return tuple(generator(seed, s, step, device) for s in ("data", "task", "noise"))
+            entries = [(s, stream, k) for s in seeds for k in range(3)]
+        else:
+            entries = [(s, name, step) for s in seeds for name in ("data", "task", "noise")]
+        gens = generators(entries, device)
+        return [tuple(gens[3 * e: 3 * e + 3]) for e in range(len(seeds))]
 
     def _input_map(self, device, dtype) -> tuple[str, torch.Tensor | None]:
         """("identity" | "diagonal" | "matrix", tensor): how z ~ N(0, I) becomes x."""
@@ -143,12 +152,13 @@ class LinearRegressionTask(Task):
                 cache[key] = ("matrix", m.to(device, dtype))
         return cache[key]
 
-    def _fill(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, seed: int, step: int,
+    def _fill(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, gens: tuple, step: int,
               stream: str) -> None:
-        """Write one seed's prompts into x (B, T, d), y (B, T), w (B, d) (contiguous slices)."""
+        """Write one seed's prompts into x (B, T, d), y (B, T), w (B, d) (contiguous slices),
+        drawing from its generators `gens` = (gx, gw, ge)."""
         c, dt, device = self.config, self.dtype, x.device
         batch_size, T = x.shape[0], x.shape[1]
-        gx, gw, ge = self._generators(seed, step, stream, device)
+        gx, gw, ge = gens
         if c.inputs == "uniform":
             torch.rand(batch_size, T, c.d, generator=gx, device=device, dtype=dt, out=x)
             x.mul_(2).sub_(1).mul_(c.uniform_a)
@@ -182,7 +192,7 @@ class LinearRegressionTask(Task):
         x = torch.empty(batch_size, T, self.config.d, device=device, dtype=self.dtype)
         y = torch.empty(batch_size, T, device=device, dtype=self.dtype)
         w = torch.empty(batch_size, self.config.d, device=device, dtype=self.dtype)
-        self._fill(x, y, w, seed, step, stream)
+        self._fill(x, y, w, self._generators([seed], step, stream, device)[0], step, stream)
         return x, y, w
 
     def sample(self, seeds: Sequence[int], step: int, batch_size: int, *, n_points: int | None = None,
@@ -193,8 +203,9 @@ class LinearRegressionTask(Task):
         x = torch.empty(E, batch_size, T, d, device=device, dtype=dt)
         y = torch.empty(E, batch_size, T, device=device, dtype=dt)
         w = torch.empty(E, batch_size, d, device=device, dtype=dt)
-        fill = lambda e: self._fill(x[e], y[e], w[e], seeds[e], step, stream)  # noqa: E731
-        parallel_over_seeds(fill, E, x.device)
+        gens = self._generators(seeds, step, stream, x.device)
+        fill = lambda e: self._fill(x[e], y[e], w[e], gens[e], step, stream)  # noqa: E731
+        parallel_over_seeds(fill, E, x.device, numel_per_seed=x[0].numel())
         return Batch(x, y, {"w": w})
 
     def eval_batch(self, n_prompts: int, eval_seed: int, *, n_points: int | None = None, device="cpu") -> Batch:
