@@ -222,7 +222,7 @@ def test_knn_equals_brute_force():
 
 # -- shapes, registry, Bayes optimality --------------------------------------------------------
 
-@pytest.mark.parametrize("name", estimator_names())
+@pytest.mark.parametrize("name", LinearRegressionTask.estimators)  # the regression estimators
 def test_shapes_and_seed_independence(name):
     """(E, B, T) out; each seed's prompts are predicted as if alone; t = 0 predicts 0; any leading axes;
     evaluating in chunks changes nothing."""
@@ -260,8 +260,8 @@ def test_ridge_is_bayes_optimal_at_the_query():
     task = make_task(d=4, n_points=8, noise_std=1.0)
     batch = task.sample([0], 0, 5000)  # every gap is ≥ 8 standard errors here
     err = {name: (make_estimator(name, task)(batch)[0, :, -1] - batch.y[0, :, -1]).pow(2)
-           for name in estimator_names()}
-    for name in estimator_names():
+           for name in LinearRegressionTask.estimators}
+    for name in LinearRegressionTask.estimators:
         if name == "ridge":
             continue
         diff = err[name] - err["ridge"]

@@ -36,21 +36,27 @@ def _env(malloc: bool, threads: int) -> dict:
 
 
 def allocator(quick: bool = False) -> dict:
-    """The GPT at batch 1024 (2 threads) in a fresh process with and without the Makefile's glibc
-    settings (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=4 GiB); the processes take turns."""
+    """The GPT (and the GPT2 reference, when installed) at batch 1024, 2 threads, each in a fresh
+    process with and without the Makefile's glibc settings (MALLOC_MMAP_MAX_=0,
+    MALLOC_TRIM_THRESHOLD_=4 GiB); the processes take turns."""
+    from icldyn.bench.gpt import transformers_version
+
     batch, steps, rounds = (256, 2, 1) if quick else (1024, 3, 2)
     threads = min(2, os.cpu_count() or 1)
-    best = {"with_malloc_env": float("inf"), "without_malloc_env": float("inf")}
-    load = load_average()
-    for _ in range(rounds):
-        for key, malloc in (("with_malloc_env", True), ("without_malloc_env", False)):
-            r = _result(_worker(["gpt", str(batch), "--threads", str(threads), "--steps", str(steps)],
-                                env=_env(malloc, threads)))
-            best[key] = min(best[key], r["best_step_s"])
-    return {"model": "gpt 4L/4H/128", "batch": batch, "threads": threads, "load_avg": load,
-            "with_malloc_env_steps_per_s": 1 / best["with_malloc_env"],
-            "without_malloc_env_steps_per_s": 1 / best["without_malloc_env"],
-            "malloc_env_speedup": best["without_malloc_env"] / best["with_malloc_env"]}
+    models = ["gpt"] + (["gpt2"] if transformers_version() is not None else [])
+    out = {"batch": batch, "threads": threads, "load_avg": load_average()}
+    for model in models:
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(rounds):
+            for malloc in (True, False):
+                r = _result(_worker([model, str(batch), "--threads", str(threads), "--steps", str(steps)],
+                                    env=_env(malloc, threads)))
+                best[malloc] = min(best[malloc], r["best_step_s"])
+        out[model] = {"with_malloc_env_steps_per_s": 1 / best[True],
+                      "without_malloc_env_steps_per_s": 1 / best[False],
+                      "malloc_env_speedup": best[False] / best[True]}
+    out["load_avg_end"] = load_average()
+    return out
 
 
 def threads(quick: bool = False) -> dict:

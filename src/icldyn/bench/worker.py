@@ -3,8 +3,8 @@
     python -m icldyn.bench.worker MODEL BATCH --threads T [--steps K] [--start-at UNIX_TIME]
                                   [--duration S]
 
-MODEL is `lsa` (one-layer LSA, d = 10, N = 40, one seed, sampled prompts, Adam) or `gpt` (the
-4-layer GPT-style model on a fixed batch). Prints one JSON line: steps, seconds, steps_per_s
+MODEL is `lsa` (one-layer LSA, d = 10, N = 40, one seed, sampled prompts, Adam), `gpt` (the
+4-layer GPT-style model on a fixed batch) or `gpt2` (Garg et al.'s GPT2Model reference, sdpa). Prints one JSON line: steps, seconds, steps_per_s
 and best_step_s. With --start-at the worker warms up, then waits for that moment, so that
 several workers started together time the same interval; with --duration it runs for that
 long, else for --steps steps.
@@ -21,7 +21,7 @@ import torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["lsa", "gpt"])
+    parser.add_argument("model", choices=["lsa", "gpt", "gpt2"])
     parser.add_argument("batch", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)
@@ -37,7 +37,8 @@ def main() -> None:
     else:
         from icldyn.bench.gpt import gpt_steps
 
-        step = gpt_steps(args.batch, with_reference=False, seed=args.seed)["icldyn"]
+        steps = gpt_steps(args.batch, with_reference=args.model == "gpt2", seed=args.seed)
+        step = steps["icldyn" if args.model == "gpt" else "gpt2_sdpa"]
     step()  # warm-up
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))

@@ -96,7 +96,7 @@ class LinearRegressionConfig(Strict):
 
 class LinearRegressionTask(Task):
     name = "linear-regression"
-    estimators = ("zero", "averaging", "ols", "ridge", "gd_1", "gd_opt", "preconditioned_gd", "knn_3")
+    estimators = ("zero", "averaging", "ols", "ridge", "gd_1", "gd_opt", "gd_5", "preconditioned_gd", "knn_3")
 
     def __init__(self, config: LinearRegressionConfig, dtype: torch.dtype = torch.float32):
         super().__init__(config, dtype)
