@@ -338,22 +338,22 @@ def test_scaling_claims_and_their_negative_controls(tmp_path):
         return fc.balanced_crossing_time(K, "attention"), fc.balanced_crossing_time(K, "error", fc.EPS_ERROR)
 
     run = scaling_run(tmp_path, closed)
-    claims = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    claims = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
     assert all(c["passed"] for c in claims.values()) and len(claims) == 3, claims
     assert claims["k_scaling_attention"]["measured"] == pytest.approx(
         claims["k_scaling_attention"]["details"]["closed_form_fit"]["exponent"], abs=1e-3)
     # wrong scaling: both times linear in K
     run = scaling_run(tmp_path, lambda K: (10 * K, 300 * K))
-    wrong = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    wrong = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
     assert wrong["k_scaling_attention"]["passed"] is False and wrong["k_scaling_error"]["passed"] is False
     # the trained run crosses 1.5× later than the flow: the training check fails
     run = scaling_run(tmp_path, closed, check_stretch=1.5)
-    slow = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    slow = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
     assert slow["k_scaling_training_check"]["passed"] is False
     # fewer than four values of K: no fit, no verdict
     run = scaling_run(tmp_path, closed)
     run.config = apply_overrides(run.config, {"scaling_K": [3, 5, 9]})
-    few = by_id(fc.scaling_claims(run, fc.run_views(run)))
+    few = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
     assert few["k_scaling_attention"]["passed"] is None and "≥ 4" in few["k_scaling_attention"]["note"]
 
 
@@ -365,7 +365,7 @@ def test_tiny_end_to_end_sweep_over_K_is_read_as_a_scaling(tmp_path):
                  "train.eval_prompts_during": 500, "train.checkpoint_every": 100}
     run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path, sweep={"task.K": [3, 4, 5, 6]})
     assert len(run.variants) == 4
-    pts = fc.scaling_points(run, fc.run_views(run))
+    pts = fc.scaling_points(run, fc.run_kinds(run))
     assert pts["source"] == "training" and pts["K"] == [3, 4, 5, 6]
     claims = by_id(run.claims)
     assert "k_scaling_attention" in claims and "two_phases[task.K=3]" not in claims

@@ -119,6 +119,11 @@ class Experiment:
         return []
 
 
+def run_views(run, single: str = "run") -> list[tuple[str, Any]]:
+    """(name, run) pairs: the variants of a sweep directory, or (`single`, the run itself)."""
+    return list(run.variants.items()) or [(single, run)]
+
+
 def sweep_variants(grid: dict[str, list]) -> dict[str, dict]:
     """The product of config values as named variants: {"train.lr=0.1,task.K=5": {...}, ...}.
 

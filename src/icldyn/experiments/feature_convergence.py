@@ -47,7 +47,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.experiments.base import Claim, Experiment, above, below, run_views
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
 from icldyn.probes import phases
 from icldyn.probes.features import feature_probe
@@ -153,7 +153,7 @@ class FeatureConvergence(Experiment):
 
     # -- claims -----------------------------------------------------------------------------------
     def claims(self, run) -> list[Claim]:
-        views = run_views(run)
+        views = run_kinds(run)
         out: list[Claim] = []
         for label, r in views:
             kind = run_kind(r)
@@ -172,7 +172,7 @@ class FeatureConvergence(Experiment):
         from icldyn.report.structured_features import (attention_figure, feature_error_figure,
                                                        scaling_figure)
 
-        views = run_views(run)
+        views = run_kinds(run)
         figs = [feature_error_figure(run, views), attention_figure(run, views)]
         if scaling_points(run, views):
             figs.append(scaling_figure(run, views))
@@ -180,9 +180,9 @@ class FeatureConvergence(Experiment):
 
 
 # -- runs and their kinds -------------------------------------------------------------------------
-def run_views(run) -> list[tuple[str, object]]:
-    """(name, run) pairs: the variants of a sweep directory, or the run itself."""
-    return list(run.variants.items()) or [(run_kind(run), run)]
+def run_kinds(run) -> list[tuple[str, object]]:
+    """(name, run) pairs: the variants of a sweep directory, or the run itself named by its kind."""
+    return run_views(run, run_kind(run))
 
 
 def is_scaling_run(label: str, top) -> bool:

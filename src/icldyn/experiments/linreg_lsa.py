@@ -16,7 +16,7 @@ import torch
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
-from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.experiments.base import Claim, Experiment, above, below, run_views
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.lsa import effective_matrix_probe
 from icldyn.probes.regression import alignment_probe, baseline_probe
@@ -35,11 +35,6 @@ class LinRegLSAConfig(ExperimentConfig):
     train: TrainConfig = TrainConfig(optimizer="gd", lr=0.05, steps=12_000, gradient="population")
     align_with: str = "preconditioned_gd"
     sampled_check: bool = True  # also train on sampled prompts (a second run)
-
-
-def run_views(run):
-    """(name, run) pairs: the variants of a sweep directory, or the run itself."""
-    return list(run.variants.items()) or [("run", run)]
 
 
 class LinRegLSA(Experiment):

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.experiments.base import Claim, Experiment
+from icldyn.experiments.base import Claim, Experiment, run_views
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.probes.multihead import (attention_probe, estimator_probe, projected_loss_probe, semi_singular_probe,
                                     task_loss_probe)
@@ -68,11 +68,6 @@ class MultiheadTasksConfig(ExperimentConfig):
 
 def _tasks_heads(n_tasks: int, n_heads: int) -> dict:
     return {"task.n_tasks": n_tasks, "model.n_tasks": n_tasks, "model.n_heads": n_heads}
-
-
-def run_views(run) -> list:
-    """(name, run) pairs: the variants of a sweep directory, or the run itself."""
-    return list(run.variants.items()) or [("run", run)]
 
 
 class MultiheadTasks(Experiment):
