@@ -39,6 +39,7 @@ def test_run_benchmarks_writes_json_and_keeps_going_after_a_failing_case(tmp_pat
     monkeypatch.setitem(bench.CASES._items, "fake_fine", fine)
     monkeypatch.setitem(bench.CASES._items, "fake_broken", broken)
     monkeypatch.setattr(bench, "peak_gflops", lambda n=2048: 1.0)
+    monkeypatch.setattr(bench, "tune_malloc", lambda: False)  # leave the test process's allocator alone
     out = tmp_path / "bench.json"
     results = bench.run_benchmarks(quick=True, json_path=out, cases=["fake_broken", "fake_fine"])
     saved = json.loads(out.read_text())

@@ -16,7 +16,7 @@ import torch
 from icldyn.bench import gpt as _gpt
 from icldyn.bench import lsa as _lsa
 from icldyn.bench import system as _system
-from icldyn.bench.core import best_of, load_average, machine, peak_gflops
+from icldyn.bench.core import best_of, load_average, machine, peak_gflops, tune_malloc
 from icldyn.registry import Registry
 
 CASES: Registry = Registry("benchmark case")
@@ -26,6 +26,7 @@ CASES.register("lsa_step", _lsa.lsa_step)
 CASES.register("lsa_ensemble", _lsa.lsa_ensemble)
 CASES.register("lsa_population", _lsa.lsa_population)
 CASES.register("gpt_vs_gpt2", _gpt.gpt_vs_gpt2)
+CASES.register("adam_variants", _gpt.adam_variants)
 
 
 @CASES.register("prefix_estimators")
@@ -74,8 +75,8 @@ CASES.register("gpu", _system.gpu)
 
 
 # the order `icldyn bench` runs them in (cheap and central first); cases not named here follow
-ORDER = ("lsa_step", "lsa_ensemble", "lsa_population", "gpt_vs_gpt2", "prefix_estimators", "compile",
-         "threads", "allocator", "gpu")
+ORDER = ("lsa_step", "lsa_ensemble", "lsa_population", "gpt_vs_gpt2", "adam_variants", "prefix_estimators",
+         "compile", "threads", "allocator", "gpu")
 
 
 def default_cases() -> list[str]:
@@ -97,6 +98,8 @@ def run_benchmarks(quick: bool = False, json_path: Path | None = None, console=N
     from rich.table import Table
 
     info = machine()
+    # glibc's allocator settings of the Makefile, applied in-process too (see the `allocator` case)
+    info["malloc_tuned"] = tune_malloc()
     info["matmul_peak_gflops"] = peak_gflops(n=1024 if quick else 2048)
     results = {"machine": info}
     for name in cases or default_cases():

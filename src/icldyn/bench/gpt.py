@@ -95,7 +95,7 @@ def gpt_vs_gpt2(quick: bool = False) -> dict:
     for batch in ((64,) if quick else (64, 256, 1024)):
         load = load_average()
         steps = gpt_steps(batch)
-        repeats = 1 if quick else (5 if batch <= 64 else 3 if batch <= 256 else 2)
+        repeats = 1 if quick else (5 if batch <= 64 else 4 if batch <= 256 else 3)
         t = interleaved(steps, repeats, warmup=1)
         flops = gpt_flops(batch, N_POINTS, D, LAYERS, WIDTH)
         row: dict = {"load_avg": load}
@@ -105,4 +105,24 @@ def gpt_vs_gpt2(quick: bool = False) -> dict:
             row["ratio_vs_gpt2"] = t["gpt2_sdpa"] / t["icldyn"]
             row["ratio_vs_gpt2_eager"] = t["gpt2_eager"] / t["icldyn"]
         out[f"batch_{batch}"] = row
+    return out
+
+
+def adam_variants(quick: bool = False) -> dict:
+    """torch.optim.Adam's for-loop (the trainer's, torch's CPU default), foreach and fused
+    implementations on the 4-layer GPT's parameters: ms per optimizer step, and the for-loop's
+    share of a whole batch-64 training step."""
+    from icldyn.bench.core import best_of
+    from icldyn.models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(n_layers=LAYERS, n_heads=HEADS, width=WIDTH), D, [0], max_points=N_POINTS + 1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    out = {"parameters": sum(p.numel() for p in model.parameters()), "tensors": len(list(model.parameters())),
+           "load_avg": load_average()}
+    for name, kw in (("for_loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-6, **kw)
+        out[f"{name}_ms"] = best_of(opt.step, 5 if quick else 50) * 1e3
+    step = gpt_steps(64, with_reference=False)["icldyn"]
+    out["for_loop_share_of_batch_64_step"] = out["for_loop_ms"] / 1e3 / best_of(step, 2 if quick else 5)
     return out

@@ -63,9 +63,20 @@ def lsa_step(quick: bool = False) -> dict:
     return out
 
 
+def fixed_stepper(trainer, steps: int = 1):
+    """Like `stepper`, on one batch sampled once: the step without the sampler."""
+    batch = trainer.task.sample(trainer.seeds, 0, trainer.tc.batch_size)
+
+    def run():
+        for _ in range(steps):
+            trainer.update(trainer.step, trainer.model.loss(trainer.model(batch), batch))
+    return run
+
+
 def lsa_ensemble(quick: bool = False) -> dict:
     """16 seeds trained as one ensemble vs 16 sequential one-seed runs (Adam, batch 64 and 1024):
-    seeds·steps/s of each and `ensemble_speedup`, their ratio."""
+    seeds·steps/s of each and `ensemble_speedup`, their ratio; `fixed_data_ensemble_speedup` is
+    the same ratio with the sampler left out (every seed's batch drawn once)."""
     E = 16
     out = {"seeds": E, "load_avg": load_average()}
     peak = peak_gflops()
@@ -74,7 +85,10 @@ def lsa_ensemble(quick: bool = False) -> dict:
         singles = [lsa_trainer(1, batch, first_seed=s) for s in range(E)]
         steps = max(1, 256 // batch) * (1 if quick else 4)
         one_each = [stepper(t, steps) for t in singles]
-        t = interleaved({"ensemble": stepper(ensemble, steps), "sequential": lambda: [f() for f in one_each]},
+        fixed_each = [fixed_stepper(t, steps) for t in singles]
+        t = interleaved({"ensemble": stepper(ensemble, steps), "sequential": lambda: [f() for f in one_each],
+                         "ensemble_fixed": fixed_stepper(ensemble, steps),
+                         "sequential_fixed": lambda: [f() for f in fixed_each]},
                         2 if quick else (5 if batch > 256 else 9), warmup=1)
         flops = lsa_flops(E * batch, N_POINTS, D) * steps
         ens = throughput(t["ensemble"], E * batch * steps, flops, peak, seeds=E * steps)
@@ -84,6 +98,8 @@ def lsa_ensemble(quick: bool = False) -> dict:
             "sequential_seeds_steps_per_s": seq["seeds_steps_per_s"],
             "ensemble_speedup": t["sequential"] / t["ensemble"],
             "ensemble_gflops": ens["gflops"], "ensemble_fraction_of_peak": ens["fraction_of_peak"],
+            "fixed_data_ensemble_seeds_steps_per_s": E * steps / t["ensemble_fixed"],
+            "fixed_data_ensemble_speedup": t["sequential_fixed"] / t["ensemble_fixed"],
         }
     return out
 

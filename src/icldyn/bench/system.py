@@ -63,14 +63,14 @@ def threads(quick: bool = False) -> dict:
     """Total steps/s of one process with 2 threads against 2 one-thread processes side by side
     (the same training loop, each for the same wall-clock interval): LSA batch 1024 and GPT batch 64."""
     cores = os.cpu_count() or 1
-    duration = 3.0 if quick else 15.0
+    duration, delay = (3.0, 10.0) if quick else (15.0, 20.0)  # delay: every worker's import and warm-up
     out = {"cores": cores, "duration_s": duration, "load_avg": load_average()}
     for model, batch in (("lsa", 1024), ("gpt", 64)):
         base = ["--duration", str(duration)]
-        start = time.time() + 20  # after every worker's import and warm-up
+        start = time.time() + delay
         one = _result(_worker([model, str(batch), "--threads", "2", "--start-at", str(start), *base],
                               env=_env(True, 2)))
-        start = time.time() + 20
+        start = time.time() + delay
         procs = [_worker([model, str(batch), "--threads", "1", "--seed", str(i), "--start-at", str(start), *base],
                          env=_env(True, 1)) for i in range(2)]
         two = [_result(p) for p in procs]
@@ -83,15 +83,40 @@ def threads(quick: bool = False) -> dict:
 
 
 def compile_gain(quick: bool = False) -> dict:
-    """`--compile` (torch.compile of the training loss): cold compile time (the first step) and
-    steps/s against eager, for the LSA at batch 1024 and the 4-layer GPT at batch 64 (one seed)."""
+    """`--compile` (torch.compile of the training loss): cold compile time (the first step, with
+    empty inductor caches) and steps/s against eager at 1 thread (`icldyn run`'s default) and at
+    the bench's thread count, for the LSA at batch 1024 and the 4-layer GPT at batch 64 (one seed)."""
+    import shutil
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="icldyn-bench-inductor-")
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    try:
+        return _compile_gain(quick)
+    finally:
+        if before is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _compile_gain(quick: bool) -> dict:
     from icldyn.bench.core import interleaved
     from icldyn.bench.lsa import lsa_trainer, stepper
 
+    try:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = False
+    except (ImportError, AttributeError):
+        pass
     out = {"load_avg": load_average()}
     cases = {"lsa_batch_1024": lambda c: lsa_trainer(1, 1024, compile=c)}
     if not quick:
         cases["gpt_batch_64"] = lambda c: _gpt_trainer(64, c)
+    threads_now = torch.get_num_threads()
     for name, make in cases.items():
         eager, compiled = make(False), make(True)
         start = time.perf_counter()
@@ -101,10 +126,16 @@ def compile_gain(quick: bool = False) -> dict:
             out[name] = {"note": compiled.compile_note}
             continue
         inner = 10 if name.startswith("lsa") else 1
-        t = interleaved({"eager": stepper(eager, inner), "compiled": stepper(compiled, inner)},
-                        3 if quick else 5, warmup=1)
-        out[name] = {"cold_compile_s": cold, "eager_steps_per_s": inner / t["eager"],
-                     "compiled_steps_per_s": inner / t["compiled"], "compile_speedup": t["eager"] / t["compiled"]}
+        row = {"cold_compile_s": cold}
+        for threads in sorted({1, threads_now}):
+            torch.set_num_threads(threads)
+            t = interleaved({"eager": stepper(eager, inner), "compiled": stepper(compiled, inner)},
+                            3 if quick else 5, warmup=1)
+            row[f"threads_{threads}"] = {"eager_steps_per_s": inner / t["eager"],
+                                         "compiled_steps_per_s": inner / t["compiled"],
+                                         "compile_speedup": t["eager"] / t["compiled"]}
+        torch.set_num_threads(threads_now)
+        out[name] = row
     return out
 
 

@@ -152,10 +152,10 @@ class LinearRegressionTask(Task):
                 cache[key] = ("matrix", m.to(device, dtype))
         return cache[key]
 
-    def _fill(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, gens: tuple, step: int,
+    def _fill(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, gens: tuple, step: int,
               stream: str) -> None:
-        """Write one seed's prompts into x (B, T, d), y (B, T), w (B, d) (contiguous slices),
-        drawing from its generators `gens` = (gx, gw, ge)."""
+        """Draw one seed's inputs x (B, T, d), task vectors w (B, d) and, when given, its label
+        noise (B, T) into these contiguous slices, from its generators `gens` = (gx, gw, ge)."""
         c, dt, device = self.config, self.dtype, x.device
         batch_size, T = x.shape[0], x.shape[1]
         gx, gw, ge = gens
@@ -176,9 +176,16 @@ class LinearRegressionTask(Task):
         else:
             idx = torch.randint(0, c.pool_size, (batch_size,), generator=gw, device=device)
             torch.index_select(self._pool_on(device, dt), 0, idx, out=w)
-        torch.bmm(x, w[:, :, None], out=y[:, :, None])                       # y = ⟨w, x⟩ per point
-        if c.noise_std > 0:
-            y.add_(torch.randn(batch_size, T, generator=ge, device=device, dtype=dt).mul_(c.noise_std))
+        if noise is not None:
+            torch.randn(batch_size, T, generator=ge, device=device, dtype=dt, out=noise)
+
+    def _labels(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """y = ⟨w, x⟩ (+ σ·noise) for x (..., B, T, d), w (..., B, d): one bmm for every seed."""
+        B, T, d = x.shape[-3:]
+        y = torch.bmm(x.reshape(-1, T, d), w.reshape(-1, d, 1)).view(x.shape[:-1])
+        if noise is not None:
+            y.add_(noise.mul_(self.config.noise_std))
+        return y
 
     def _pool_on(self, device, dtype) -> torch.Tensor:
         cache = self.__dict__.setdefault("_pool_cache", {})
@@ -189,24 +196,29 @@ class LinearRegressionTask(Task):
 
     def _one(self, seed: int, step: int, batch_size: int, T: int, stream: str, device) -> tuple:
         """One seed's prompts: x (B, T, d), y (B, T), w (B, d)."""
-        x = torch.empty(batch_size, T, self.config.d, device=device, dtype=self.dtype)
-        y = torch.empty(batch_size, T, device=device, dtype=self.dtype)
-        w = torch.empty(batch_size, self.config.d, device=device, dtype=self.dtype)
-        self._fill(x, y, w, self._generators([seed], step, stream, device)[0], step, stream)
-        return x, y, w
+        x, w, noise = self._buffers(1, batch_size, T, device)
+        self._fill(x[0], w[0], None if noise is None else noise[0],
+                   self._generators([seed], step, stream, device)[0], step, stream)
+        return x[0], self._labels(x, w, noise)[0], w[0]
+
+    def _buffers(self, E: int, batch_size: int, T: int, device) -> tuple:
+        d, dt = self.config.d, self.dtype
+        noise = torch.empty(E, batch_size, T, device=device, dtype=dt) if self.config.noise_std > 0 else None
+        return (torch.empty(E, batch_size, T, d, device=device, dtype=dt),
+                torch.empty(E, batch_size, d, device=device, dtype=dt), noise)
 
     def sample(self, seeds: Sequence[int], step: int, batch_size: int, *, n_points: int | None = None,
                device="cpu", stream: str = "train") -> Batch:
         """x (E, B, N+1, d), y (E, B, N+1), extras['w'] (E, B, d); the last point is the query."""
         T = (n_points or self.config.n_points) + 1
-        E, d, dt = len(seeds), self.config.d, self.dtype
-        x = torch.empty(E, batch_size, T, d, device=device, dtype=dt)
-        y = torch.empty(E, batch_size, T, device=device, dtype=dt)
-        w = torch.empty(E, batch_size, d, device=device, dtype=dt)
+        x, w, noise = self._buffers(len(seeds), batch_size, T, device)
         gens = self._generators(seeds, step, stream, x.device)
-        fill = lambda e: self._fill(x[e], y[e], w[e], gens[e], step, stream)  # noqa: E731
-        parallel_over_seeds(fill, E, x.device, numel_per_seed=x[0].numel())
-        return Batch(x, y, {"w": w})
+
+        def fill(e: int) -> None:
+            self._fill(x[e], w[e], None if noise is None else noise[e], gens[e], step, stream)
+
+        parallel_over_seeds(fill, len(seeds), x.device, numel_per_seed=x[0].numel())
+        return Batch(x, self._labels(x, w, noise), {"w": w})
 
     def eval_batch(self, n_prompts: int, eval_seed: int, *, n_points: int | None = None, device="cpu") -> Batch:
         return self.sample([eval_seed], 0, n_prompts, n_points=n_points or self.config.test_points,
