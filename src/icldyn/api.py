@@ -19,6 +19,7 @@ from icldyn.experiments import EXPERIMENTS
 from icldyn.experiments.base import sweep_variants
 from icldyn.store import Run, RunDir, load_run, write_json, write_text
 from icldyn.train.trainer import Trainer, resolve_device
+from icldyn.workers import default_workers, train_in_workers
 
 
 def _now() -> str:
@@ -71,13 +72,14 @@ def _train_one(exp, config, rd: RunDir, device, resume: bool, progress, label: s
 
 def run(experiment: str, preset: str = "quick", overrides: dict | list | None = None, *, seeds: int | None = None,
         device: str | None = None, out: str | Path = "runs", resume: bool = False,
-        progress: Callable | None = None, sweep: dict[str, list] | None = None) -> Run:
+        progress: Callable | None = None, sweep: dict[str, list] | None = None, workers: int | None = 1) -> Run:
     """Train `experiment`'s models, record, and compute its claims; return the stored run.
 
     A complete run directory with the same config is reused; an incomplete one needs resume=True.
     `progress(label, step, total, loss)` is called after every update. `sweep` ({key: [values]})
     trains the product of the values into one sweep directory, replacing the experiment's own
-    variants; claims that span configs read it.
+    variants; claims that span configs read it. `workers`: processes training the variants side
+    by side (None: one per core on CPU, see `icldyn.workers`); 1 trains them here, one by one.
     """
     exp = EXPERIMENTS[experiment]
     config = exp.config(preset, overrides, seeds=seeds, device=device)
@@ -106,12 +108,18 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
                                                            sort_keys=False))
         if not (top.path / "env.json").exists():
             write_json(top.path / "env.json", environment(dev))
+        jobs = []
         for name, ov in variants.items():
             vrd = RunDir(top.path / "variants" / name)
-            if vrd.is_complete:
-                continue
-            _train_one(exp, apply_overrides(config, ov), vrd, dev, resume and vrd.is_run, progress,
-                       f"{experiment}:{name}")
+            if not vrd.is_complete:
+                jobs.append((f"{experiment}:{name}", apply_overrides(config, ov), vrd, resume and vrd.is_run))
+        n_workers = default_workers(dev, len(jobs)) if workers is None else min(workers, len(jobs))
+        if n_workers > 1:
+            train_in_workers(experiment, [(label, cfg, vrd.path, res) for label, cfg, vrd, res in jobs], dev,
+                             n_workers, progress)
+        else:
+            for label, cfg, vrd, res in jobs:
+                _train_one(exp, cfg, vrd, dev, res, progress, label)
     result = load_run(top.path)
     recompute_claims(result)
     _mark(top, end=_now(), complete=True)
@@ -130,7 +138,8 @@ def recompute_claims(run: Run | str | Path) -> list[dict]:
     return claims
 
 
-def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs", progress=None) -> Path:
+def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs", progress=None,
+              workers: int | None = 1) -> Path:
     """Quick presets of all (or the named) experiments; writes <out>/reproduce-<date>/summary.md."""
     names = experiments or list(EXPERIMENTS)
     for n in names:
@@ -138,7 +147,7 @@ def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs",
     lines = ["# icldyn reproduction (quick presets)", "", f"Date: {_now()}", "",
              "| experiment | claim | measured | expected | verdict |", "|---|---|---|---|---|"]
     for n in names:
-        r = run(n, "quick", out=out, progress=progress)
+        r = run(n, "quick", out=out, progress=progress, workers=workers)
         for c in r.claims:
             verdict = {True: "pass", False: "FAIL", None: "n/a"}[c["passed"]]
             m = "—" if c["measured"] is None else f"{c['measured']:.4g}"

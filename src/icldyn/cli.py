@@ -46,6 +46,8 @@ def claims_table(claims: list[dict], title: str = "claims") -> Table:
     return table
 
 
+WORKERS_HELP = ("processes training an experiment's variants (a sweep) side by side; default: one per core "
+                "on CPU (each with --threads threads), one on a GPU")
 THREADS_HELP = ("CPU threads for torch. The models here are small: one thread per process is fastest on "
                 "small CPUs, and the extra threads of a busy machine slow a run many times over")
 
@@ -86,6 +88,7 @@ def run(
     strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
     sweep: Optional[List[str]] = typer.Option(None, help="sweep a key over values: a.b=[v1,v2,...]"),
     threads: int = typer.Option(1, min=1, help=THREADS_HELP),
+    workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the training loss (train.compile=true); "
                                                           "falls back to eager with a note where it fails"),
 ):
@@ -106,7 +109,7 @@ def run(
             grid[key.strip()] = parse_value(values.strip())
         with bar:
             result = api.run(experiment, preset, set_ or None, seeds=seeds, device=device, out=out,
-                             resume=resume, progress=update, sweep=grid or None)
+                             resume=resume, progress=update, sweep=grid or None, workers=workers)
     except (UsageError, DivergedError) as err:
         _fail(err)
     console.print(claims_table(result.claims, f"{experiment} ({preset})"))
@@ -136,7 +139,8 @@ def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
 @app.command()
 def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="default: all"),
               out: Path = typer.Option(Path("runs"), help="root of the run directories"),
-              threads: int = typer.Option(1, min=1, help="CPU threads for torch (see `icldyn run --help`)")):
+              threads: int = typer.Option(1, min=1, help="CPU threads for torch (see `icldyn run --help`)"),
+              workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP)):
     """Run the quick presets of all (or the named) experiments and write a summary table."""
     from icldyn import api
 
@@ -144,7 +148,7 @@ def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="defa
     bar, update = _progress()
     try:
         with bar:
-            summary = api.reproduce(experiments or None, out=out, progress=update)
+            summary = api.reproduce(experiments or None, out=out, progress=update, workers=workers)
     except (UsageError, DivergedError) as err:
         _fail(err)
     console.print(summary.read_text())
