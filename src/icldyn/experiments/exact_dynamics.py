@@ -385,7 +385,7 @@ def plateau_claim(runs, eigenvalues=None) -> Claim:
     expected = np.log(10) / rho
     tol = c.plateau_tolerance
     sigma = np.array([r.config.model.init_scale for r in runs])
-    statement = (f"Plateau length grows by ln(10)/ρ per decade of smaller σ₀ (λ = {list(lam)}, ρ = {rho:.4g}): "
+    statement = (f"Plateau length grows by ln(10)/ρ per decade of smaller σ₀ (λ = ({', '.join(f'{v:g}' for v in lam)}), ρ = {rho:.4g}): "
                  f"fitted slope of the escape time vs log10(1/σ₀)")
     ident = "plateau_slope"
     if len(runs) < 4 or np.log10(sigma.max() / sigma.min()) < 1:
