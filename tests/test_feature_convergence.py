@@ -22,14 +22,15 @@ import icldyn
 from icldyn.config import apply_overrides
 from icldyn.experiments import EXPERIMENTS
 from icldyn.errors import UsageError
+from icldyn.experiments.base import sweep_variants
 from icldyn.experiments import feature_convergence as fc
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
 from icldyn.probes.features import feature_probe, per_feature_statistics
+from icldyn.report.structured_features import scaling_figure
 from icldyn.store import Run
 from icldyn.tasks.structured_features import (StructuredFeaturesConfig, StructuredFeaturesTask,
                                               mean_by_query_feature)
 from icldyn.theory import structured_features as theory
-from icldyn.train.schedule import record_steps
 from icldyn.train.trainer import RecordContext
 
 F64 = torch.float64
@@ -91,25 +92,80 @@ def test_registered_with_presets_and_variants():
     assert "feature-convergence" in EXPERIMENTS
     quick, paper = EXP.config("quick"), EXP.config("paper")
     assert quick.train.optimizer == "gd" and quick.task.n_points == 100 and quick.task.K == 5
-    assert set(EXP.variants(quick)) == {"balanced", "imbalanced", "full"}
+    # both presets train the K-scaling: ≥ 4 values of K, one balanced run each
+    assert quick.scaling_source == paper.scaling_source == "training" and len(quick.scaling_K) >= 4
+    assert set(EXP.variants(quick)) == {"balanced", "imbalanced", "full"} | {f"K={K}" for K in quick.scaling_K}
     full = apply_overrides(quick, EXP.variants(quick)["full"])
     assert full.model.train == "full" and full.task.balance == "imbalanced" and full.compare == []
     assert set(EXP.variants(paper)) == {"balanced", "imbalanced", "full", "K=3", "K=5", "K=9", "K=16", "K=32"}
     assert EXP.variants(config()) is None                                 # compare=[]: one run as given
+    assert EXP.variants(EXP.config("quick", {"compare": []})) is None     # ... without the K-scaling runs too
     with pytest.raises(UsageError, match="scaling_K"):
         config(scaling_K=[2, 4])
     with pytest.raises(UsageError, match="train.stages"):
         config(**{"train.stages": [{"params": ["q"], "steps": 600}]})
 
 
-def test_scaling_variants_cover_the_closed_form_horizon():
-    quick = EXP.config("quick", {"scaling_source": "training"})
-    for K in quick.scaling_K:
-        c = apply_overrides(quick, EXP.variants(quick)[f"K={K}"])
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_scaling_variants_cover_the_closed_form_horizon(preset):
+    base = EXP.config(preset)
+    for K in base.scaling_K:
+        c = apply_overrides(base, EXP.variants(base)[f"K={K}"])
         assert c.task.K == K and c.task.d >= K and c.task.n_points == 20 * K and c.task.balance == "balanced"
+        assert c.model.train == "q" and c.train.batch_size == base.scaling_batch_size
         horizon = sum(fc.learning_rates(c.train))
-        assert horizon >= 2 * fc.balanced_crossing_time(K, "error", fc.EPS_ERROR) * 0.999
-        assert c.train.lr == pytest.approx(quick.train.lr * K / 5)          # feature clock lr/K fixed
+        assert horizon >= base.scaling_horizon * fc.balanced_crossing_time(K, "error", fc.EPS_ERROR) * 0.999
+        assert c.train.lr == pytest.approx(base.train.lr * K / 5)           # feature clock lr/K fixed
+
+
+def test_a_swept_K_moves_d_n_lr_and_steps_with_it():
+    """`--sweep task.K=[...]` (api: sweep_variants, then apply_overrides per variant) gives the K-scaling's
+    runs; settings given along with K are kept; follow_K=false changes K alone."""
+    quick = EXP.config("quick")
+    for name, ov in sweep_variants({"task.K": [5, 10, 20, 40]}).items():
+        c = apply_overrides(quick, ov)
+        K = c.task.K
+        assert c.task.d >= K and c.task.n_points == 20 * K and c.train.lr == pytest.approx(10.0 * K / 5)
+        assert sum(fc.learning_rates(c.train)) >= 1.3 * fc.balanced_crossing_time(K, "error", fc.EPS_ERROR) * 0.999
+        # the same settings spelt out give the same run (follow_K's bookkeeping is not hashed)
+        spelt = apply_overrides(quick, {"follow_K": False, "task.K": K, "task.d": c.task.d,
+                                        "task.n_points": c.task.n_points, "train.lr": c.train.lr,
+                                        "train.steps": c.train.steps})
+        assert spelt.config_hash() == c.config_hash()
+    # a K-scaling variant is what follow_K gives, at the scaling runs' batch and records
+    assert {k: v for k, v in fc.scaling_overrides(quick, 13).items() if k in fc.FOLLOW_KEYS} == {
+        k: v for k, v in fc.k_settings(apply_overrides(quick, {"task.K": 13})).items()}
+    # settings given with K stay; the steps follow the given lr
+    own = apply_overrides(quick, {"task.K": 10, "task.n_points": 300, "train.lr": 5.0})
+    assert (own.task.n_points, own.train.lr, own.task.d) == (300, 5.0, 10)
+    assert sum(fc.learning_rates(own.train)) >= 1.3 * fc.balanced_crossing_time(10, "error", fc.EPS_ERROR) * 0.999
+    # re-validating a followed config changes nothing (the stored config.yaml loads as it was)
+    again = apply_overrides(apply_overrides(quick, {"task.K": 10}), {"seed": 1})
+    assert fc.k_settings(again) == fc.k_settings(apply_overrides(quick, {"task.K": 10}))
+    # negative control: without follow_K a larger K keeps d = 5, which cannot hold 10 orthonormal features
+    with pytest.raises(UsageError, match="task.d"):
+        apply_overrides(quick, {"follow_K": False, "task.K": 10})
+
+
+def test_sweep_K_shorthand_is_the_trained_scaling():
+    short = EXP.config("quick", ["sweep.K=[5,10,20,40]"])
+    long = EXP.config("quick", {"scaling_K": [5, 10, 20, 40], "scaling_source": "training"})
+    assert short.scaling_K == [5, 10, 20, 40] and short.scaling_source == "training" and short.sweep is None
+    assert short.config_hash() == long.config_hash()
+    assert {f"K={K}" for K in (5, 10, 20, 40)} <= set(EXP.variants(short))
+
+
+def test_explicit_balance_or_training_mode_is_not_overridden_silently():
+    # with the default compare, the config's own task.balance / model.train win: one run as given
+    imb = EXP.config("quick", ["task.balance=imbalanced"])
+    assert imb.compare == [] and EXP.variants(imb) is None and imb.task.balance == "imbalanced"
+    full = EXP.config("quick", ["model.train=full", "task.balance=imbalanced"])
+    assert full.compare == [] and full.model.train == "full"
+    assert EXP.config("quick").compare == ["balanced", "imbalanced", "full"]     # defaults: the variants
+    # with an explicit compare the variants would override it: a config error naming compare=[]
+    with pytest.raises(UsageError, match=r"compare=\[\]") as err:
+        EXP.config("quick", ["task.balance=imbalanced", "compare=[balanced,full]"])
+    assert "task.balance=imbalanced" in str(err.value) and "\n" not in str(err.value)
 
 
 # -- probes ----------------------------------------------------------------------------------------
@@ -152,8 +208,11 @@ def test_theory_frame_uses_the_trainers_records_and_clock():
     frame = fc.reduced_dynamics_frame(cfg)
     t = np.sort(frame.loc[frame["name"] == "loss/test", "time"].values)
     lrs = fc.learning_rates(cfg.train)
-    expected = [sum(lrs[:s]) for s in record_steps(40, 8)]
-    assert np.allclose(t, expected)
+    records = EXP.record_steps(cfg)                                   # what the trainer records at
+    assert np.allclose(t, [sum(lrs[:s]) for s in records])
+    # log-spaced on the time clock, although the warm-up makes early steps short
+    ratios = np.diff(np.log(t[t > 0]))
+    assert records[-1] == 40 and ratios.max() < 3 * np.median(ratios)
     assert lrs[0] == pytest.approx(cfg.train.lr / 10) and lrs[-1] == cfg.train.lr   # linear warm-up
     assert {f"probe/score/{k}/{n}" for k in range(5) for n in range(5)} <= set(frame["name"])
 
@@ -165,13 +224,15 @@ def test_reduced_dynamics_match_direct_training_at_small_lr(tmp_path):
                  "train.batch_size": 2048, "train.n_records": 8, "train.eval_prompts": 8192,
                  "train.eval_prompts_during": 4096, "train.checkpoint_every": 100}
     run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path)
-    claim = by_id(run.claims)["matches_reduced_dynamics[imbalanced]"]
-    assert claim["passed"] is True and claim["measured"] < fc.MATCH_ATTENTION, claim
+    claims = by_id(run.claims)
+    for cid in ("matches_reduced_dynamics[imbalanced]", "error_matches_reduced_dynamics[imbalanced]"):
+        assert claims[cid]["passed"] is True, claims[cid]
     assert run.final("probe/same_feature_attention/1").iloc[0] > 0.5                 # it learned (from 0.2)
-    # negative control: the large-N dynamics (no count fluctuations) are rejected at N = 20
+    # negative control: the large-N dynamics (no count fluctuations, no error floor) are rejected at N = 20
     large = fc.reduced_dynamics_frame(apply_overrides(run.config, {"theory_expectation": "large_n"}))
-    wrong = Run(run.path, run.config, run.metrics, run.curves, large, [], {})
-    assert fc.match_claim(wrong, "").passed is False
+    wrong = by_id(fc.match_claims(Run(run.path, run.config, run.metrics, run.curves, large, [], {}), ""))
+    assert wrong["matches_reduced_dynamics"]["passed"] is False
+    assert wrong["error_matches_reduced_dynamics"]["passed"] is False
     for name in ("feature_error.png", "attention.png"):
         assert (run.path / "figures" / name).stat().st_size > 10_000
 
@@ -259,7 +320,7 @@ def test_convergence_claims_fail_when_training_stops_early(tmp_path):
 def test_imbalanced_claims_pass_on_the_reduced_dynamics(tmp_path, large_n_frames):
     cfg, frame = large_n_frames["imbalanced"]
     run = make_run(tmp_path, cfg, frame)
-    claims = by_id(fc.imbalanced_claims(run, "") + fc.convergence_claims(run, "") + [fc.match_claim(run, "")])
+    claims = by_id(fc.imbalanced_claims(run, "") + fc.convergence_claims(run, "") + fc.match_claims(run, ""))
     assert all(c["passed"] for c in claims.values()), claims
     m = fc.markers_of(run)[1]
     assert m["t_cross_peak"] < m["t_overtake"] < m["t_attention_half"] < m["t_error_0.01"]
@@ -303,21 +364,49 @@ def test_imbalanced_claims_fail_on_their_negative_controls(tmp_path, large_n_fra
     assert delayed["cross_scores_non_monotone"]["passed"] is True and delayed["minor_phase_order"]["passed"] is False
 
 
+def test_error_match_fails_when_the_error_level_is_off(tmp_path, large_n_frames):
+    """Negative control of the ℓ_k part of claim 4: the attention path is right but every ℓ_k is 1.5×
+    the reduced dynamics' (e.g. a value weight off by ~20%): only the error match fails."""
+    cfg, frame = large_n_frames["imbalanced"]
+
+    def inflate(name, t, v):
+        return 1.5 * v if name.startswith("probe/feature_error/") else None
+
+    claims = by_id(fc.match_claims(make_run(tmp_path, cfg, replace_curves(frame, inflate), frame), ""))
+    assert claims["matches_reduced_dynamics"]["passed"] is True
+    assert claims["error_matches_reduced_dynamics"]["passed"] is False
+    assert claims["error_matches_reduced_dynamics"]["measured"] == pytest.approx(math.log(1.5))
+
+
 def test_full_training_comparison_has_no_verdict(tmp_path, large_n_frames):
     cfg, frame = large_n_frames["imbalanced"]
     cfg = apply_overrides(cfg, {"model.train": "full"})
-    claim = fc.match_claim(make_run(tmp_path, cfg, frame), "[full]")
+    (claim,) = fc.match_claims(make_run(tmp_path, cfg, frame), "[full]")
     assert claim.id == "full_training_vs_reduced[full]" and claim.passed is None and claim.note
     # no reduced dynamics (e.g. model.query_in_softmax=true): no verdict, and it says why
     empty = make_run(tmp_path, cfg, frame, pd.DataFrame({"time": [], "name": [], "value": []}))
-    missing = fc.match_claim(empty, "")
+    (missing,) = fc.match_claims(empty, "")
     assert missing.passed is None and "query_in_softmax" in missing.note
 
 
+def closed(K):
+    return fc.balanced_crossing_time(K, "attention"), fc.balanced_crossing_time(K, "error", fc.EPS_ERROR)
+
+
+def crossing_curves(t, K, th, te, prefix="probe/"):
+    """Rows (time, name, value) of K alike features whose a_k crosses ½ at th and ℓ_k crosses ε_ℓ at te."""
+    rows = []
+    for k in range(K):
+        rows += [(x, f"{prefix}same_feature_attention/{k}", x / (x + th)) for x in t]
+        rows += [(x, f"{prefix}feature_error/{k}", 1e-3 * te / max(x, 1e-12)) for x in t]
+    return pd.DataFrame(rows, columns=["time", "name", "value"])
+
+
 def scaling_run(tmp_path, times_of, check_stretch=1.0) -> Run:
-    """A balanced run whose theory.parquet holds synthetic K-scaling curves crossing ½ and ε_ℓ at
-    times_of(K) = (t_half, t_error), and whose trained curves cross at check_stretch × the flow's."""
-    cfg = config(scaling_K=[3, 5, 9, 16, 32])
+    """scaling_source="theory": a balanced run whose theory.parquet holds synthetic K-scaling curves
+    crossing ½ and ε_ℓ at times_of(K) = (t_half, t_error), and whose trained curves cross at
+    check_stretch × the flow's."""
+    cfg = config(scaling_K=[3, 5, 9, 16, 32], scaling_source="theory")
     rows, t = [], np.concatenate([[0.0], np.geomspace(1e-2, 1e6, 400)])
     for K in [*cfg.scaling_K]:
         th, te = times_of(K)
@@ -326,22 +415,20 @@ def scaling_run(tmp_path, times_of, check_stretch=1.0) -> Run:
         rows += [(x, f"{tag}/feature_error", 1e-3 * te / max(x, 1e-12)) for x in t]
     theory_frame = pd.DataFrame(rows, columns=["time", "name", "value"])
     th5, te5 = times_of(5)
-    metrics = []
-    for k in range(5):
-        metrics += [(x, f"probe/same_feature_attention/{k}", x / (x + check_stretch * th5)) for x in t]
-        metrics += [(x, f"probe/feature_error/{k}", 1e-3 * check_stretch * te5 / max(x, 1e-12)) for x in t]
-    return make_run(tmp_path, cfg, pd.DataFrame(metrics, columns=["time", "name", "value"]), theory_frame)
+    metrics = crossing_curves(t, 5, check_stretch * th5, check_stretch * te5)
+    return make_run(tmp_path, cfg, metrics, theory_frame)
 
 
 def test_scaling_claims_and_their_negative_controls(tmp_path):
-    def closed(K):
-        return fc.balanced_crossing_time(K, "attention"), fc.balanced_crossing_time(K, "error", fc.EPS_ERROR)
-
     run = scaling_run(tmp_path, closed)
     claims = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
     assert all(c["passed"] for c in claims.values()) and len(claims) == 3, claims
+    assert scaling_figure(run, fc.run_kinds(run)).stat().st_size > 10_000
     assert claims["k_scaling_attention"]["measured"] == pytest.approx(
         claims["k_scaling_attention"]["details"]["closed_form_fit"]["exponent"], abs=1e-3)
+    # the statement says plainly that these are the reduced dynamics' exponents, checked at one K
+    assert "not of training" in claims["k_scaling_error"]["statement"]
+    assert "K = 5 only" in claims["k_scaling_training_check"]["statement"]
     # wrong scaling: both times linear in K
     run = scaling_run(tmp_path, lambda K: (10 * K, 300 * K))
     wrong = by_id(fc.scaling_claims(run, fc.run_kinds(run)))
@@ -357,19 +444,63 @@ def test_scaling_claims_and_their_negative_controls(tmp_path):
     assert few["k_scaling_attention"]["passed"] is None and "≥ 4" in few["k_scaling_attention"]["note"]
 
 
+def trained_scaling_views(tmp_path, times_of, stretch_of=lambda K: 1.0, Ks=(3, 5, 9, 16, 32)):
+    """scaling_source="training": one balanced run per K (views `K=<K>`) whose trained curves cross at
+    stretch_of(K) × times_of(K) and whose reduced dynamics (theory.parquet) cross at times_of(K)."""
+    t = np.concatenate([[0.0], np.geomspace(1e-2, 1e6, 200)])
+    views = []
+    for K in Ks:
+        cfg = config(**{"task.K": K, "task.d": K, "task.n_points": 20 * K})
+        th, te = times_of(K)
+        s = stretch_of(K)
+        views.append((f"K={K}", make_run(tmp_path, cfg, crossing_curves(t, K, s * th, s * te),
+                                         crossing_curves(t, K, th, te))))
+    return views
+
+
+def test_trained_scaling_claims_and_their_negative_controls(tmp_path):
+    views = trained_scaling_views(tmp_path, closed)
+    claims = by_id(fc.scaling_claims(views[0][1], views))
+    assert all(c["passed"] for c in claims.values()) and len(claims) == 3, claims
+    assert claims["k_scaling_error"]["details"]["source"] == "training"
+    assert "trained crossing times" in claims["k_scaling_error"]["statement"]
+    assert "every K = [3, 5, 9, 16, 32]" in claims["k_scaling_training_check"]["statement"]
+    assert scaling_figure(views[0][1], views).stat().st_size > 10_000
+    # wrong scaling (linear in K) in training and reduced dynamics alike: the exponents fail
+    views = trained_scaling_views(tmp_path, lambda K: (10 * K, 300 * K))
+    wrong = by_id(fc.scaling_claims(views[0][1], views))
+    assert wrong["k_scaling_attention"]["passed"] is False and wrong["k_scaling_error"]["passed"] is False
+    # one K trains 1.3× slower than its reduced dynamics: the per-K training check fails
+    views = trained_scaling_views(tmp_path, closed, stretch_of=lambda K: 1.3 if K == 9 else 1.0)
+    slow = by_id(fc.scaling_claims(views[0][1], views))
+    assert slow["k_scaling_training_check"]["passed"] is False
+    assert slow["k_scaling_training_check"]["measured"] == pytest.approx(0.3, rel=0.02)
+    # a K whose training never reaches ε_ℓ: no exponent, no verdict
+    views = trained_scaling_views(tmp_path, lambda K: (closed(K)[0], 1e9 if K == 32 else closed(K)[1]))
+    stuck = by_id(fc.scaling_claims(views[0][1], views))
+    assert stuck["k_scaling_error"]["passed"] is None and stuck["k_scaling_attention"]["passed"] is True
+
+
 # -- end to end ---------------------------------------------------------------------------------------
 def test_tiny_end_to_end_sweep_over_K_is_read_as_a_scaling(tmp_path):
-    """`--sweep task.K=[...]` (the generic sweep mechanism) feeds the K-scaling claims from training."""
-    overrides = {"scaling_K": [], "task.d": 6, "task.n_points": 30, "train.steps": 12, "train.warmup_steps": 0,
-                 "train.batch_size": 128, "train.n_records": 5, "train.eval_prompts": 1000,
-                 "train.eval_prompts_during": 500, "train.checkpoint_every": 100}
-    run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path, sweep={"task.K": [3, 4, 5, 6]})
+    """`--sweep task.K=[...]` (the generic sweep mechanism) trains the K-scaling's runs (d ≥ K, N = 20K,
+    lr ∝ K, steps to the horizon follow K) and feeds the K-scaling claims from training."""
+    overrides = {"train.batch_size": 128, "train.n_records": 12, "train.eval_prompts": 2048,
+                 "train.eval_prompts_during": 2048, "train.checkpoint_every": 1000}
+    run = icldyn.run("feature-convergence", overrides=overrides, out=tmp_path, sweep={"task.K": [3, 4, 6, 8]})
     assert len(run.variants) == 4
+    for sub in run.variants.values():
+        c = sub.config
+        assert c.task.n_points == 20 * c.task.K and c.task.d >= c.task.K and c.train.lr == 2.0 * c.task.K
     pts = fc.scaling_points(run, fc.run_kinds(run))
-    assert pts["source"] == "training" and pts["K"] == [3, 4, 5, 6]
+    assert pts["source"] == "training" and pts["K"] == [3, 4, 6, 8]
     claims = by_id(run.claims)
-    assert "k_scaling_attention" in claims and "two_phases[task.K=3]" not in claims
+    assert "two_phases[task.K=3]" not in claims and "error_vanishes[task.K=3]" not in claims
+    # every run crossed both levels, close to its reduced dynamics, and the exponents are the closed form's
+    for cid in ("k_scaling_attention", "k_scaling_error", "k_scaling_training_check"):
+        assert claims[cid]["passed"] is True, claims[cid]
     assert (run.path / "figures" / "k_scaling.png").exists()
+    assert not (run.path / "figures" / "attention.png").exists()     # no balanced/imbalanced comparison here
 
 
 @pytest.mark.slow
