@@ -37,18 +37,22 @@ def _band(ax, run, name, color, label=None, ls="-", lw=1.8, scale=1.0):
         ax.fill_between(t[:k], lo[:k] / scale, hi[:k] / scale, color=color, alpha=0.15, lw=0)
 
 
-def _shade_phases(ax, phases, specialised=None, label=True):
-    """Warm-up plateau (grey), the emergence drop's midpoint (orange line) and where every head has
-    r_h ≥ 0.9 (green), the last after `specialised` = (start, end) or None."""
+def _shade_phases(ax, phases, specialised=None, emergence=None, convergence=None, label=True):
+    """Warm-up plateau (grey), the emergence phase of r_h (orange), where every head has r_h ≥ 0.9
+    (green), and the convergence phase (blue): from the end of that allocated stage (else from the end
+    of the last fast drop) to the end of training; each (start, end) or None."""
     if phases is not None and phases["warmup"] is not None:
         a, b, _ = phases["warmup"]
         ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label="warm-up plateau" if label else None)
-    if phases is not None and phases["emergence"] is not None:
-        ax.axvline(phases["emergence"][2], color=PALETTE[6], lw=1.2,
-                   label="emergence drop (midpoint)" if label else None)
+    if emergence is not None:
+        ax.axvspan(*emergence, color=PALETTE[1], alpha=0.18, lw=0,
+                   label="emergence (r_h rises to ≈1)" if label else None)
     if specialised is not None:
         ax.axvspan(*specialised, color=PALETTE[2], alpha=0.15, lw=0,
                    label="every head on one task (r ≥ 0.9)" if label else None)
+    if convergence is not None:
+        ax.axvspan(*convergence, color=PALETTE[0], alpha=0.10, lw=0,
+                   label="convergence (heads pair up; loss creeps)" if label else None)
 
 
 def _specialised_window(run, seed):
@@ -57,6 +61,13 @@ def _specialised_window(run, seed):
     t, r = min_specialisation(run, seed)
     on = np.flatnonzero(r >= SPECIALISED)
     return (t[on[0]], t[on[-1]]) if on.size else None
+
+
+def _emergence_window(run, seed):
+    from icldyn.experiments.multihead_tasks import emergence_window, min_specialisation
+
+    t, r = min_specialisation(run, seed)
+    return emergence_window(t, r, run.config.task.n_tasks)
 
 
 def overview_figure(run, views):
@@ -76,6 +87,9 @@ def overview_figure(run, views):
     t, loss = curve(main, "loss/test", seed, same_prompts=True)
     phases = loss_phases(t, loss) if len(t) > 5 else None
     window = _specialised_window(main, seed)
+    emergence = _emergence_window(main, seed)
+    conv_start = window[1] if window is not None else (phases or {}).get("convergence_start")
+    convergence = (conv_start, t[-1]) if conv_start is not None and conv_start < t[-1] else None
 
     fig, ax = new_figure(2, 3, size=(5.2, 3.9))
     a = ax[0, 0]
@@ -85,7 +99,7 @@ def overview_figure(run, views):
                                ("optimum/one_head_per_task/loss", PALETTE[4], "best one-head-per-task"),
                                ("optimum/single_head/loss", PALETTE[3], "best single head")):
         hline(a, theory_value(main, name), label, color)
-    _shade_phases(a, phases, window)
+    _shade_phases(a, phases, window, emergence, convergence)
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("½·Σ_i squared error (held out)")
@@ -97,7 +111,7 @@ def overview_figure(run, views):
         _band(a, main, f"probe/head_specialisation/{h}", PALETTE[h % 10], label=f"head {h}")
     a.axhline(1 / I, color="0.5", ls=":", lw=1, label="1/I (shared)")
     a.axhline(0.9, color="0.5", ls="--", lw=1, label="0.9 (one task)")
-    _shade_phases(a, phases, window, label=False)
+    _shade_phases(a, phases, window, emergence, convergence, label=False)
     a.set_xscale("log")
     a.set_ylim(1 / I - 0.05, 1.03)
     a.grid(True, alpha=0.3)
@@ -113,7 +127,7 @@ def overview_figure(run, views):
                 _band(a, main, f"probe/{sym}/{h}/{i}", PALETTE[h % 10], ls=TASK_STYLES[i % 4],
                       label=f"head {h}, task {i}")
         a.axhline(0, color="0.3", lw=0.6)
-        _shade_phases(a, phases, window, label=False)
+        _shade_phases(a, phases, window, emergence, convergence, label=False)
         a.set_xscale("log")
         a.grid(True, alpha=0.3)
         a.set_xlabel("time = Σ lr")
@@ -134,7 +148,10 @@ def overview_figure(run, views):
     for h in range(H):
         for i in range(I):
             share = abs(mat[h, i]) / np.nansum(np.abs(mat[h]))
-            a.text(i, h, f"{mat[h, i]:+.2f}\n({share:.0%})", ha="center", va="center", fontsize=8)
+            # white text where the cell's colour is saturated, black on the pale middle of the map
+            color = "white" if abs(mat[h, i]) > 0.5 * vmax else "black"
+            a.text(i, h, f"{mat[h, i]:+.2f}\n({share:.0%})", ha="center", va="center", fontsize=9,
+                   color=color, fontweight="bold")
     a.set_xticks(range(I), [f"task {i}" for i in range(I)])
     a.set_yticks(range(H), [f"head {h}" for h in range(H)])
     a.set_title("final allocation: sign(ω_i)·|ω_iμ_i| (share of the head)", fontsize=9)
@@ -154,6 +171,7 @@ def overview_figure(run, views):
     a.set_xscale("log")
     a.grid(True, alpha=0.3)
     a.set_xlabel("time = Σ lr")
+    a.set_ylabel("score scale √Var_l(s_l); fraction of keys attended")
     a.set_title("attention regime (mean over heads and seeds)")
     a.legend(fontsize=7)
     return finish(fig, run.path / "figures" / "overview.png")
@@ -225,16 +243,47 @@ def debiased_figure(run, views):
     for k, r in enumerate(runs):
         _band(a, r, "loss/test", PALETTE[k], label=f"H = {r.config.model.n_heads}, {r.config.head_signs} init")
     ref = runs[0]
-    for name, label, color, ls in (("theory/centred_gd_loss", "centred GD (debiased GD)", "k", "--"),
-                                   ("theory/gd_loss", "one-step GD", "0.5", ":"),
-                                   ("optimum/single_head/loss", "best single head", PALETTE[3], "--")):
+    # one-step GD and centred GD differ by ~1% here (centring costs one example): distinct colours, markers
+    # and labels placed apart so that the two lines stay readable
+    for k, (name, label, color, ls, marker) in enumerate((
+            ("theory/centred_gd_loss", "centred GD (debiased GD)", PALETTE[4], "--", "v"),
+            ("theory/gd_loss", "one-step GD", PALETTE[5], ":", "^"),
+            ("optimum/single_head/loss", "best single head", PALETTE[3], "--", None))):
         value = theory_value(ref, name)
-        hline(a, value, f"{label}: {value:.4f}", color, ls=ls)
+        if not np.isfinite(value):
+            continue
+        a.axhline(value, color=color, ls=ls, lw=1.2)
+        t_all = ref.metric("loss/test")["time"]
+        t_all = t_all[t_all > 0]
+        if marker is not None and len(t_all):
+            xs = np.geomspace(t_all.min(), t_all.max(), 7)[k::2]
+            a.plot(xs, [value] * len(xs), marker, color=color, ms=5, ls="none")
+        a.plot([], [], ls=ls, marker=marker, color=color, label=f"{label}: {value:.4f}")
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("held-out loss")
     a.set_title("one task: loss vs debiased GD")
-    a.legend(fontsize=7)
+    a.legend(fontsize=7, loc="upper right")
+    # zoom on the end: the paired heads' loss against the two GD lines, ~1% apart
+    cgd, gd = theory_value(ref, "theory/centred_gd_loss"), theory_value(ref, "theory/gd_loss")
+    t_end = ref.metric("loss/test")["time"].max()
+    if np.isfinite(cgd) and np.isfinite(gd) and t_end > 0:
+        z = a.inset_axes([0.08, 0.30, 0.42, 0.36])
+        for k, r in enumerate(runs):
+            if r.config.head_signs == "alternating":
+                _band(z, r, "loss/test", PALETTE[k])
+        z.axhline(cgd, color=PALETTE[4], ls="--", lw=1.2)
+        z.axhline(gd, color=PALETTE[5], ls=":", lw=1.2)
+        z.text(t_end / 8, cgd, f"centred GD {cgd:.4f}", color=PALETTE[4], fontsize=6.5, va="bottom")
+        z.text(t_end / 8, gd, f"one-step GD {gd:.4f}", color=PALETTE[5], fontsize=6.5, va="top")
+        z.set_xscale("log")
+        z.set_xlim(t_end / 30, t_end * 1.3)
+        z.set_ylim(min(cgd, gd) * 0.97, min(cgd, gd) * 1.3)
+        from matplotlib.ticker import NullFormatter
+
+        z.xaxis.set_minor_formatter(NullFormatter())
+        z.tick_params(labelsize=6)
+        z.set_title("zoom: end of training", fontsize=7)
     for j, (sym, title) in enumerate((("omega", "ω_h"), ("mu", "μ_h"))):
         a = ax[0, 1 + j]
         for k, r in enumerate(runs):

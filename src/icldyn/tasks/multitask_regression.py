@@ -79,18 +79,24 @@ class MultitaskRegressionTask(Task):
         c, dt = self.config, self.dtype
         x_can, _, w = self.inputs._one(seed, step, batch_size, T, stream, device)  # (B, T, d), (B, d)
         beta = w.reshape(batch_size, c.n_tasks, c.d0) / c.d0**0.5                   # β_i ~ N(0, I/d₀)
-        y_can = torch.einsum("btid,bid->bti", x_can.reshape(batch_size, T, c.n_tasks, c.d0), beta)
-        phi, psi = self.phi.to(device, dt), self.psi.to(device, dt)
-        x = x_can @ phi.T                                   # x = Φ x̃ per point
-        y = y_can @ psi.T                                   # y = Ψ ỹ per point
+        # ỹ_i = x̃_{B_i}ᵀβ_i as one bmm over (prompt, task): (B·I, T, d₀) @ (B·I, d₀, 1)
+        xb = x_can.reshape(batch_size, T, c.n_tasks, c.d0).transpose(1, 2).reshape(-1, T, c.d0)
+        y_can = torch.bmm(xb, beta.reshape(-1, c.d0, 1)).reshape(batch_size, c.n_tasks, T).transpose(1, 2)
+        # the identity basis (the default) needs no rotation: skip two (B, T, ·) matmuls
+        x = x_can if not c.orthogonal else x_can @ self.phi.to(device, dt).T     # x = Φ x̃ per point
+        y = y_can.contiguous() if not c.orthogonal else y_can @ self.psi.to(device, dt).T
         if c.noise_std > 0:
             # same stream convention as the linear-regression task: eval/fixed use index 2
             gn = generator(seed, "noise", step, device) if stream == "train" else generator(seed, stream, 2, device)
             eps = torch.randn(batch_size, T, c.n_tasks, generator=gn, device=device, dtype=dt)
             eps[:, -1] = 0                                  # the query's target is noiseless
             y = y + c.noise_std * eps
-        blocks = phi.reshape(c.d, c.n_tasks, c.d0)          # Φ_i = blocks[:, i, :]
-        G = torch.einsum("aie,bie,ci->bac", blocks, beta, psi)  # Σ_i Φ_i β_i ψ_iᵀ  (B, d, I)
+        # G = Σ_i Φ_i β_i ψ_iᵀ (B, d, I): canonical block-diagonal β, then the bases
+        G = torch.zeros(batch_size, c.n_tasks, c.d0, c.n_tasks, device=device, dtype=dt)
+        G[:, torch.arange(c.n_tasks), :, torch.arange(c.n_tasks)] = beta.transpose(0, 1)
+        G = G.reshape(batch_size, c.d, c.n_tasks)
+        if c.orthogonal:
+            G = self.phi.to(device, dt) @ G @ self.psi.to(device, dt).T
         return x, y, beta, G
 
     def sample(self, seeds: Sequence[int], step: int, batch_size: int, *, n_points: int | None = None,

@@ -264,7 +264,9 @@ def ridge_predict(x, y, d0: int, noise_std: float, phi=None, psi=None) -> torch.
     xb, yb = _canonical(x, y, d0, phi, psi)
     X = xb[..., :-1, :, :].movedim(-2, -3)                      # (..., I, L, d₀)
     t = yb[..., :-1, :].movedim(-1, -2)[..., None]               # (..., I, L, 1)
-    if noise_std > 0:
+    if noise_std > 0 or X.shape[-2] >= d0:
+        # noiseless with L ≥ d₀: X has full column rank (a.s.), so the normal equations are the pinv's
+        # answer, at a fraction of a batched SVD's cost
         gram = X.transpose(-1, -2) @ X + noise_std**2 * d0 * torch.eye(d0, dtype=X.dtype, device=X.device)
         beta = torch.linalg.solve(gram, X.transpose(-1, -2) @ t)
     else:
