@@ -43,23 +43,63 @@ def test_sampling_is_a_pure_function_of_seed_and_step():
     assert int(a.x.max()) <= 2 and int(a.x.min()) >= 0
 
 
+def transition_statistic(batch, parents, S) -> tuple[float, float]:
+    """(R, z) of a per-(sequence, context-row) test of the transitions against that sequence's π.
+
+    Row z of π is indexed as the task documents, written out here independently of the sampler:
+    z = Σ_k x_{t−parents[k]}·S^k, parents sorted. For sequence b, row z and token s,
+    M = n_{bzs} − N_{bz}·π_b(s|z) (n the transitions z → s, N the visits of z) is a martingale
+    with E[M²] = π(1−π)·E[N], so Q_b = Σ_{z,s} M²/π_b(s|z) has E[Q_b] = (S−1)·E[Σ_z N_{bz}] = E[D_b].
+    R = Σ_b Q_b / Σ_b D_b is ≈ 1 for the right sampler; z is (R − 1) over the standard error of
+    the ratio, pooled over independent sequences. Transitions drawn from the wrong row of π leave
+    M of order N and blow R up."""
+    seq = torch.cat([batch.x, batch.y[..., None]], -1)[0]               # (B, L+1)
+    pi = batch.extras["pi"][0].double()                                 # (B, S^k, S)
+    B, T = seq.shape
+    m = max(parents)
+    ts = torch.arange(m, T)
+    z = sum(seq[:, ts - p] * S**k for k, p in enumerate(sorted(parents)))  # (B, T−m)
+    rows = torch.nn.functional.one_hot(z, S ** len(parents)).double()   # (B, T−m, S^k)
+    hits = torch.nn.functional.one_hot(seq[:, ts], S).double()          # (B, T−m, S)
+    n = torch.einsum("btz,bts->bzs", rows, hits)                        # transitions z → s
+    N = rows.sum(1)                                                     # visits of z
+    M = n - N[..., None] * pi
+    Q = (M.pow(2) / pi.clamp_min(1e-300)).sum((1, 2))                   # (B,)
+    D = (S - 1) * N.sum(1)
+    R = float(Q.sum() / D.sum())
+    se = float((Q - R * D).pow(2).sum().sqrt() / D.sum())
+    return R, (R - 1) / se
+
+
 def test_sampler_transitions_follow_each_sequences_pi():
-    # Σ_t (1{x_t = s} − π_b(s | z_t)) is a martingale: its sum over all transitions is O(√n)
     t = task(parents=[1, 3], n_points=60, alpha=0.5)
     b = t.sample([0], 0, 3000)
-    seq = torch.cat([b.x, b.y[..., None]], -1)[0]                 # (B, L+1)
-    pi = b.extras["pi"][0]                                        # (B, 9, 3)
-    B, T = seq.shape
-    ts = torch.arange(3, T)
-    z = seq[:, ts - 1] + 3 * seq[:, ts - 3]                       # rows: parents sorted [1, 3]
-    probs = pi[torch.arange(B)[:, None], z]                       # (B, T−3, 3)
-    hits = torch.nn.functional.one_hot(seq[:, ts], 3).to(F64)
-    resid = (hits - probs).sum((0, 1))
-    sd = (probs * (1 - probs)).sum((0, 1)).sqrt()
-    assert (resid.abs() < 5 * sd).all(), (resid, sd)
+    R, z = transition_statistic(b, [1, 3], 3)
+    assert abs(z) < 4 and abs(R - 1) < 0.1, (R, z)
     # the first max(parents) tokens are uniform
+    seq = torch.cat([b.x, b.y[..., None]], -1)[0]
     freq = torch.nn.functional.one_hot(seq[:, :3], 3).to(F64).mean((0, 1))
     assert torch.allclose(freq, torch.full((3,), 1 / 3, dtype=F64), atol=0.02)
+
+
+@pytest.mark.parametrize("wrong", ["swapped digits", "parents {1, 2}"])
+def test_transition_statistic_rejects_a_sampler_reading_the_wrong_row(monkeypatch, wrong):
+    """Negative control: the sampler indexes π with the parent digits swapped (z = 3·x_{t−1} + x_{t−3})
+    or reads offsets {1, 2} instead of {1, 3}; the test statistic must reject both."""
+    from icldyn.tasks import ngram_markov
+
+    right = ngram_markov.config_index
+
+    def swapped(x, t, parents, S):
+        return right(x, t, list(reversed(parents)), S)
+
+    def near(x, t, parents, S):
+        return right(x, t, [1, 2], S)
+
+    monkeypatch.setattr(ngram_markov, "config_index", swapped if wrong == "swapped digits" else near)
+    b = task(parents=[1, 3], n_points=60, alpha=0.5).sample([0], 0, 3000)
+    R, z = transition_statistic(b, [1, 3], 3)
+    assert R > 100, (R, z)                 # the right sampler gives R ≈ 1 (|R − 1| < 0.1 above)
 
 
 def test_dirichlet_rows_have_the_prior_moments():

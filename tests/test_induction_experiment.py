@@ -77,10 +77,21 @@ def test_probe_names_shapes_and_ablation_restores_the_model():
     assert torch.equal(out["loss/val"], out["loss/val/paper"])
     # baselines on the same prompts as loss/val: the oracle beats the unigram
     assert (out["baseline/oracle/paper"] < out["baseline/unigram/paper"]).all()
-    # the best GIH over a is no worse than a → ∞ or the model's own a
+    assert torch.equal(out["baseline/unigram"], out["baseline/unigram/paper"])  # the training loss's convention
+    # the reported best a reproduces the reported best-GIH loss through the estimator itself
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+    from icldyn.models.induction import token_loss
     for k in ("paper", "code"):
-        assert (out[f"baseline/gih_best_a/{k}"] <= out[f"baseline/gih/{k}"] + 1e-9).all()
-    assert (out["baseline/gih_best_a/paper"] <= out["baseline/gih_model_a/paper"] + 0.01).all()
+        for e in range(2):
+            b_e = type(val)(val.x[e:e + 1], val.y[e:e + 1], {"alpha": val.extras["alpha"]})
+            a_e = float(out[f"probe/gih_best_a/{k}"][e])
+            pred = NGRAM_ESTIMATORS["gih"](task, subset=[1, 2], a=a_e)(b_e)
+            assert token_loss(pred, b_e.y, k).item() == pytest.approx(float(out[f"baseline/gih_best_a/{k}"][e]))
+    # under −log(ŷ + ε) at L = 15 some targets never followed the matching history: an a → ∞ GIH pays
+    # −log ε on them, so the best a is finite and beats a → ∞ by a clear margin; the code loss is bounded
+    assert torch.isfinite(out["probe/gih_best_a/paper"]).all()
+    assert (out["baseline/gih/paper"] > out["baseline/gih_best_a/paper"] + 0.1).all()
+    assert (out["baseline/gih/code"] < out["baseline/unigram/code"]).all()
     # not final: no estimator baselines, no ablation
     ctx = RecordContext(1, 1.0, model, task, task.eval_batch(20, 0), False, [0, 1])
     assert "baseline/unigram/paper" not in probe(ctx) and "probe/head_ablation/0" not in probe(ctx)
@@ -142,6 +153,20 @@ def test_untrained_model_fails_the_learning_claims(tmp_path):
         assert ids[key]["passed"] is not True, key
 
 
+def test_untrained_model_is_far_from_the_gih_at_every_length(tmp_path):
+    # the reference is GIH(S*, a → ∞) in the code loss, not a GIH that follows the model's a ≈ 0
+    claim = by_id(tiny_run(tmp_path, **{"train.steps": 2, "train.lr": 1e-9}))["generalises"]
+    assert claim["passed"] is False and claim["measured"] > 0.5
+    assert set(claim["details"]["paper_relative_gap_to_gih_with_model_a_by_L"])  # reported, not judged
+
+
+def test_a_that_never_moves_fails_a_grows(tmp_path):
+    # negative control that yields False, not None: c and w train, a is frozen at its init
+    run = tiny_run(tmp_path, **{"train.stages": [{"params": ["c", "w"], "steps": 40}]})
+    claim = by_id(run)["a_grows_logarithmically"]
+    assert claim["passed"] is False and claim["measured"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_reversed_stages_fail_the_stage_order(tmp_path):
     stages = [{"params": ["a"], "steps": 40}, {"params": ["w"], "steps": 40}, {"params": ["c"], "steps": 40}]
     run = tiny_run(tmp_path, **{"train.steps": 120, "train.stages": stages, "train.n_records": 30})
@@ -163,9 +188,27 @@ def test_s_star_differs_from_a_parent_set_larger_than_the_selector_allows(tmp_pa
 def test_full_model_untrained_fails_claim_6(tmp_path):
     run = tiny_run(tmp_path, "induction-full", **{"train.steps": 2, "train.lr": 1e-9})
     ids = by_id(run)
+    # tied weights 1/6: no subset holds a majority (not: argmax happens to pick `1`)
     assert ids["full_selector_subset"]["passed"] is False
+    assert ids["full_selector_subset"]["details"]["ends_on"] == ["none"]
     assert ids["full_plateau_then_emergence"]["passed"] is False
     assert (run.path / "figures" / "full.png").exists()
+
+
+def test_full_model_with_its_selector_on_a_wrong_subset_fails(tmp_path, monkeypatch):
+    """Negative control: the selector is set on 1+3 (c = 1 there, 0.01 elsewhere) and barely trains."""
+    from icldyn.models import induction as models
+
+    init = models.InductionFull.__init__
+
+    def wrong_selector(self, *args, **kw):
+        init(self, *args, **kw)
+        with torch.no_grad():
+            self.c[:, self.subset_names.index("1+3")] = 1.0
+
+    monkeypatch.setattr(models.InductionFull, "__init__", wrong_selector)
+    claim = by_id(tiny_run(tmp_path, "induction-full", **{"train.steps": 2, "train.lr": 1e-6}))["full_selector_subset"]
+    assert claim["passed"] is False and claim["details"]["ends_on"] == ["1+3"] and claim["measured"] < 0.01
 
 
 def test_configs_and_presets():
@@ -188,7 +231,8 @@ def test_configs_and_presets():
 
 # Where our reconstruction contradicts the paper, the claim fails, and the test pins that finding:
 # under the paper's −log(ŷ + ε) loss a levels off at a finite value (≈ 6); it grows ∝ log t only
-# under the authors' bounded code loss.
+# under the authors' bounded code loss (spec claim 3 holds there). The full model's loss falls from
+# the first step, under full-batch GD and under Adam at lr 1e-3 alike: no plateau then emergence.
 KNOWN_CONTRADICTIONS = {"induction-ngram": {"a_grows_logarithmically[paper]"},
                         "induction-full": {"full_plateau_then_emergence"}}
 
@@ -200,5 +244,7 @@ def test_quick_preset(tmp_path, exp):
     for c in run.claims:
         if c["id"] in KNOWN_CONTRADICTIONS[exp]:
             assert c["passed"] is False and c["measured"] is not None and c["note"], c
+            if c["id"] == "a_grows_logarithmically[paper]":
+                assert "holds for the bounded code loss" in c["statement"] and "finite" in c["note"]
         else:
             assert c["passed"] is True, c

@@ -24,11 +24,12 @@ A_RATIO = (0.5, 1.5)        # claim 3: last half-decade's slope / the half-decad
 GIH_GAP = 0.05              # claim 5: |loss − GIH| in units of the unigram → oracle gap
 UNIGRAM_FRACTION = 0.25     # claim 5: (loss − oracle) / (unigram − oracle)
 BAYES_GAP = 0.10            # claim 5: (loss − Bayes) / (unigram − oracle)
-GENERALISATION_GAP = 0.05   # claim 5: |loss − GIH| / GIH at every L and α
+GENERALISATION_GAP = 0.1    # claim 5: |loss − GIH|/(unigram − GIH), code loss, every L and α
 GENERALISATION_LEFT = 0.5   # claim 5: (loss − oracle)/(unigram − oracle) at every L, training α
 PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
 EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.detect_drops)
 ACCELERATION_MIN = 3.0      # claim 6: peak rate of loss decrease / the rate at the start
+FULL_SELECTOR_MIN = 0.5     # claim 6: the subset the selector ends on holds a majority of c²
 
 
 # -- reading the store -----------------------------------------------------------------------------
@@ -98,13 +99,6 @@ def stage_times(run, s_star) -> dict[str, list[float]]:
 def loss_scale(run, kind: str) -> np.ndarray:
     """unigram − oracle per seed on the validation prompts (the unit of the loss comparisons)."""
     return final(run, f"baseline/unigram/{kind}") - final(run, f"baseline/oracle/{kind}")
-
-
-def gih_reference(kind: str) -> str:
-    """The GIH a model at a given L is compared with across L and α: the GIH with the model's own
-    a under −log ŷ (an a → ∞ GIH is unbounded there, up to the ε floor), a → ∞ under the bounded
-    code loss."""
-    return "gih_model_a" if kind == "paper" else "gih"
 
 
 def a_growth(t: np.ndarray, a: np.ndarray) -> tuple[float, float]:
@@ -205,16 +199,24 @@ def _ngram_run_claims(r, sfx: str, s_star) -> list[Claim]:
         ratios.append(q)
     slopes, ratios = np.array(slopes), np.array(ratios)
     ok = bool(np.all(slopes > A_SLOPE_MIN) and np.all((ratios >= A_RATIO[0]) & (ratios <= A_RATIO[1])))
-    measurable = np.isfinite(slopes).all() and np.isfinite(ratios).all()
+    # a flat a has no slope ratio (0/0): it fails on the slope alone
+    measurable = bool(np.isfinite(slopes).all())
     note = None
-    if measurable and not ok and kind == "paper":
-        note = ("under −log ŷ at finite L the loss of a sharper induction head grows whenever the target "
-                "never followed the matching history, so a has a finite optimum and levels off; the "
-                "bounded code loss has none (compare the [code] run)")
+    statement = (f"The classifier's a keeps growing, roughly logarithmically in time (loss {loss_text}): "
+                 "growth of a per decade of time over the last decade")
+    if kind == "paper":
+        best_a = final(r, "probe/gih_best_a/paper")
+        statement += (" — spec claim 3 as stated holds for the bounded code loss (the [code] run); under the "
+                      "true cross-entropy −log ŷ a finite a is optimal, so this run is expected to level off")
+        if measurable and not ok:
+            note = (f"a levels off at {np.round(final(r, 'probe/a'), 2).tolist()}: a result, not a bug. Under "
+                    "−log ŷ at finite L a sharper induction head pays a large loss whenever the target never "
+                    "followed the matching history, so a has a finite optimum; independently of the model, "
+                    f"the best GIH(S*, a) on the validation prompts under this loss has a = "
+                    f"{np.round(best_a, 2).tolist()}. The bounded code loss has no such penalty and a grows "
+                    "∝ log t there (compare the [code] run).")
     out.append(Claim(
-        f"a_grows_logarithmically{sfx}",
-        f"The classifier's a keeps growing, roughly logarithmically in time (loss {loss_text}): "
-        f"growth of a per decade of time over the last decade",
+        f"a_grows_logarithmically{sfx}", statement,
         f"{SOURCE}, stage III", float(slopes.min()) if measurable else None,
         f"> {A_SLOPE_MIN} per decade, and the last half-decade's slope / the previous one in "
         f"[{A_RATIO[0]}, {A_RATIO[1]}] (1 for a ∝ log t)",
@@ -280,50 +282,62 @@ def _rises(r, s_star) -> dict:
 
 
 def _generalisation_claim(r, sfx: str, kind: str) -> Claim:
-    """The model against the GIH it implements (same S*, the model's own a; a → ∞ under the code
-    loss) at every L and α: the relative gap |loss − GIH|/GIH. Whether both beat the unigram there
-    is reported, not required: with few examples under a flatter prior an induction head as sharp
-    as the trained one is overconfident under −log ŷ, and so is the GIH at that a."""
+    """The model against the GIH(S*, a → ∞) in the bounded code loss at every L and α, whatever
+    loss it was trained on (spec claim 5's first option): |loss − GIH| in units of the unigram →
+    GIH gap, so an untrained model (≈ the unigram) sits at 1 and a GIH sits at 0. The reference
+    owes nothing to the trained model (the GIH with the model's own a would follow an untrained
+    a ≈ 0 to the unigram); the paper-loss gap to that GIH is reported in the details. Whether the
+    model beats the unigram is required at the training α and reported elsewhere: with few
+    examples under a flatter prior a sharp induction head is overconfident under −log ŷ."""
     c = r.config
     cv = r.curves
-    ref = gih_reference(kind)
     if cv.empty:
         return Claim(f"generalises{sfx}", "Generalisation to other L and α", SOURCE, None, "curves.parquet", None,
                      note="no curves.parquet: the run did not finish")
     alphas = list(dict.fromkeys([float(c.task.alpha), float(c.generalisation_alpha)]))
     worst = np.full(len(r.seeds), -np.inf)
     left = np.full(len(r.seeds), -np.inf)   # (loss − oracle)/(unigram − oracle) at the training α
-    behind_unigram, detail = [], {}
+    behind_unigram, detail, own_a = [], {}, {}
+
+    def get(name, loss, alpha, seed=None):
+        rows = cv[cv["predictor"] == f"{name}/{loss}/alpha={alpha:g}"]
+        if seed is not None:
+            rows = rows[rows["seed"] == seed]
+        return rows.groupby("n_examples")["mse"].mean()
+
     for alpha in alphas:
-        def get(name, seed=None):
-            rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
-            if seed is not None:
-                rows = rows[rows["seed"] == seed]
-            return rows.groupby("n_examples")["mse"].mean()
-        uni = get("unigram")
+        gih, uni_code = get("gih", "code", alpha), get("unigram", "code", alpha)
+        uni = get("unigram", kind, alpha)
         for e, seed in enumerate(r.seeds):
-            model = get("model", seed)
-            gih = get(ref, seed) if ref == "gih_model_a" else get(ref)
-            gap = (model - gih).abs() / gih
+            model = get("model", "code", alpha, seed)
+            gap = (model - gih).abs() / (uni_code - gih)
             worst[e] = max(worst[e], float(gap.max()))
-            behind_unigram += [f"α={alpha:g}, L={L}" for L in model.index if model[L] >= uni[L]]
+            own = get("model", kind, alpha, seed)
+            behind_unigram += [f"α={alpha:g}, L={L}" for L in own.index if own[L] >= uni[L]]
             if alpha == alphas[0]:
-                left[e] = float(((model - get("oracle")) / (uni - get("oracle"))).max())
+                left[e] = float(((own - get("oracle", kind, alpha)) / (uni - get("oracle", kind, alpha))).max())
             detail[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4) for L, g in gap.items()}
+            if kind == "paper":
+                ref = get("gih_model_a", "paper", alpha, seed)
+                own_a[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4)
+                                                         for L, g in ((own - ref).abs() / ref).items()}
     m = float(worst.max())
     behind = sorted(set(behind_unigram))
     ok = bool(m < GENERALISATION_GAP and left.max() < GENERALISATION_LEFT)
+    details = {"code_gap_in_unigram_to_gih_units_by_L": detail,
+               "unigram_oracle_fraction_at_training_alpha": left.tolist(), "model_not_below_unigram_at": behind}
+    if own_a:
+        details["paper_relative_gap_to_gih_with_model_a_by_L"] = own_a
     return Claim(
         f"generalises{sfx}",
-        f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g}, the model behaves as the GIH "
-        f"({ref}) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst relative gap "
-        "|loss − GIH|/GIH",
+        f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g} (loss {kind}), the model predicts as the "
+        f"GIH(S*, a → ∞) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst |loss − GIH| in "
+        "the bounded code loss, in units of the unigram → GIH gap (0: the GIH, 1: the unigram)",
         f"{SOURCE}, generalisation", m,
         f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at every L "
-        f"at the training α", ok, None, worst.tolist(),
-        f"the model (and the GIH at its a) loses to the in-context unigram at {', '.join(behind)}" if behind else None,
-        {"relative_gap_by_L": detail, "unigram_oracle_fraction_at_training_alpha": left.tolist(),
-         "model_not_below_unigram_at": behind})
+        f"at the training α ({kind} loss)", ok, None, worst.tolist(),
+        f"under the {kind} loss the model does not beat the in-context unigram at {', '.join(behind)}"
+        if behind else None, details)
 
 
 # -- induction-full: claim 6 -----------------------------------------------------------------------
@@ -368,7 +382,7 @@ def full_claims(run, views) -> list[Claim]:
             f"{SOURCE}, appendix (full model)", float(np.nanmin(accel)) if np.isfinite(accel).any() else None,
             f"> {ACCELERATION_MIN}, after a plateau ≥ {PLATEAU_DECADES} decades followed by a drop of ≥ "
             f"{EMERGENCE_DEPTH:.0%} (probes.phases)", bool(all(ok)), None, accel.tolist(),
-            None if all(ok) else _full_note(found, accel),
+            None if all(ok) else _full_note(found, accel, [curve(r, "loss/train", r.seeds[0])]),
             {"per_seed": found, "optimizer": r.config.train.optimizer, "lr": r.config.train.lr,
              "val_losses": {n: final(r, n).tolist() for n in (
                  f"loss/val/{r.config.model.loss}", f"baseline/unigram/{r.config.model.loss}",
@@ -376,20 +390,37 @@ def full_claims(run, views) -> list[Claim]:
                  f"baseline/ngram_bayes/{r.config.model.loss}")}}))
         names = [n.split("/")[-1] for n in sorted(set(r.metrics["name"])) if n.startswith("probe/selector/")]
         weights = np.array([final(r, f"probe/selector/{n}") for n in names])          # (subsets, seeds)
-        ends = [names[k] for k in weights.argmax(0)] if weights.size else []
+        # a subset "ends on" only with a majority of c²: tied weights (an untrained selector) end on none
+        ends = [names[k] if weights[k, e] > FULL_SELECTOR_MIN else "none"
+                for e, k in enumerate(weights.argmax(0))] if weights.size else []
+        star_w = weights[names.index(star)] if star in names else np.array([])
+        ok = bool(len(star_w) and all(e == star for e in ends))
         out.append(Claim(
             f"full_selector_subset{sfx}",
-            f"Full model: which subset the selector ends on (expected S* = {star}); measured: final weight of S*",
-            f"{SOURCE}, appendix (full model)", float(weights[names.index(star)].min()) if star in names else None,
-            f"argmax subset = {star}", bool(ends and all(e == star for e in ends)), None,
-            weights[names.index(star)].tolist() if star in names else [],
-            f"ends on {', '.join(ends)}" if ends and any(e != star for e in ends) else None,
+            f"Full model: the selector ends on S* = {star} (which subset it ends on is reported); "
+            "measured: final normalised c² of S*",
+            f"{SOURCE}, appendix (full model)", float(star_w.min()) if len(star_w) else None,
+            f"> {FULL_SELECTOR_MIN} (a majority), and the largest", ok, None, star_w.tolist(),
+            None if ok else f"ends on {', '.join(ends) or 'nothing measured'} (none: no subset holds a majority)",
             {"ends_on": ends, "final_weights": {n: weights[k].tolist() for k, n in enumerate(names)}}))
     return out
 
 
-def _full_note(found, accel) -> str:
+def _full_note(found, accel, curves=()) -> str:
     if all(f["plateau"] is None for f in found):
-        return "no plateau followed by a drop was found in the training loss"
-    return (f"the loss shows a log-time plateau and drop, but it falls at most {np.nanmax(accel):.2g}× faster "
-            "than at the start: a smooth descent seen on a log axis, not an escape from a plateau")
+        text = "no plateau followed by a drop was found in the training loss"
+    else:
+        text = (f"the loss shows a log-time plateau and drop, but it falls at most {np.nanmax(accel):.2g}× faster "
+                "than at the start: a smooth descent seen on a log axis, not an escape from a plateau")
+    for t, y in curves[:1]:
+        keep = np.isfinite(y)
+        t, y = t[keep], y[keep]
+        if len(t) < 3:
+            break
+        rate = -np.diff(y) / np.diff(t)
+        k = int(np.argmax(rate))
+        done = float(t[np.argmax(y - y[-1] <= 0.1 * (y[0] - y[-1]))])
+        text += (f". First seed: the loss falls from the first step (rate {rate[0]:.3g} per unit time), fastest at "
+                 f"t ≈ {t[k + 1]:.3g} ({rate[k]:.3g}), and has made 90% of its drop by t ≈ {done:.3g} of "
+                 f"{t[-1]:.3g}; likely because the RPE init (mass 0.57 on each head's offset) already makes K informative, leaving no saddle to escape")
+    return text

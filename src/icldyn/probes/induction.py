@@ -5,7 +5,13 @@
   probe/a                        the classifier's scale a
   loss/val                       the training-convention loss on the fixed validation split;
   loss/val/paper, loss/val/code  the same prompts under both losses, to compare with baselines
-  baseline/<name>/<loss>         an estimator's loss on the same validation prompts (last record)
+  baseline/<name>                an estimator's loss on the same validation prompts, in the training
+                                 loss's convention (DESIGN.md's `baseline/<estimator>`; last record)
+  baseline/<name>/<loss>         the same under both losses, paper and code. Both are stored because
+                                 induction-ngram trains one run per loss and its claims compare
+                                 across them: the paper-loss run is judged against the GIH in the
+                                 bounded code loss (an a → ∞ GIH is unbounded under −log ŷ, up to ε),
+                                 and `baseline/<name>` alone would hold only one of the two
   baseline/gih_model_a/<loss>    the GIH on S* with the model's own a (every record: it follows a(t))
   baseline/gih_best_a/<loss>     the best GIH on S* over a grid of a, a → ∞ included (last record),
   probe/gih_best_a/<loss>        and that a: under −log ŷ the best a is finite
@@ -91,7 +97,9 @@ def induction_probe(task, validation: Callable, s_star: Sequence[int], *,
             for name in baselines:
                 params = {"subset": s_star} if name == "gih" else {}
                 pred = NGRAM_ESTIMATORS[name](task, **params)(val)
-                for k, v in estimator_losses(pred, val, eps).items():
+                est = estimator_losses(pred, val, eps)
+                out[f"baseline/{name}"] = est[m.config.loss]
+                for k, v in est.items():
                     out[f"baseline/{name}/{k}"] = v
             for k in LOSSES:
                 best, a_best = best_gih(task, val, s_star, k, eps)
