@@ -109,7 +109,7 @@ class FeatureConvergenceConfig(ExperimentConfig):
     full_steps: int = Field(default=500, gt=0)
     full_batch_size: int = Field(default=1024, gt=0, description="no tight claim rests on it: a smaller batch")
     theory_expectation: Literal["multinomial", "large_n"] = "multinomial"
-    scaling_K: list[int] = Field(default=[3, 5, 8, 13, 20], description="K values of the K-scaling; [] skips it")
+    scaling_K: list[int] = Field(default=[3, 5, 8, 13, 20, 30], description="K values of the K-scaling; [] skips it")
     scaling_source: Literal["theory", "training"] = Field(
         default="training", description="training: one balanced run per K (variants K=<K>); theory: the "
                                         "reduced flow per K, with a training check at the run's K")

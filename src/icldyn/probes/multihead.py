@@ -119,7 +119,8 @@ def attention_probe():
 def estimator_predictions(task, batch) -> dict[str, torch.Tensor]:
     """Per-task estimators' predictions (1, B, I) on `batch` at their optimal population steps."""
     c = task.config
-    args = dict(d0=c.d0, phi=task.phi, psi=task.psi)
+    # the identity bases (the default) need no rotation: 4-9x faster on 10⁵ float64 prompts
+    args = dict(d0=c.d0, phi=task.phi if c.orthogonal else None, psi=task.psi if c.orthogonal else None)
     x, y = batch.x.double(), batch.y.double()
     return {
         "zero": torch.zeros_like(y[:, :, -1]),
