@@ -74,3 +74,15 @@ def test_reproduce_writes_a_summary(tmp_path, monkeypatch):
 def test_reproduce_unknown_experiment(tmp_path):
     r = invoke("reproduce", "nosuch", "--out", str(tmp_path))
     assert r.exit_code == 2 and "unknown experiment 'nosuch'" in r.output
+
+
+def test_an_interrupted_run_says_how_to_resume(monkeypatch, tmp_path):
+    from icldyn import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "run", interrupted)
+    r = invoke("run", "linreg-lsa", "--out", str(tmp_path))
+    assert r.exit_code == 130
+    assert "interrupted" in r.output and "--resume" in r.output and "Traceback" not in r.output

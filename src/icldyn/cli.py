@@ -58,6 +58,15 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+INTERRUPTED = "[yellow]interrupted[/]: the run directory keeps its last checkpoint; continue with --resume"
+
+
+def _interrupted() -> None:
+    # caught here, inside the command: click would otherwise swallow it before main() sees it
+    err_console.print(INTERRUPTED, soft_wrap=True, highlight=False)
+    raise typer.Exit(130)
+
+
 def _fail(err: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
     raise typer.Exit(getattr(err, "exit_code", 1))
@@ -112,6 +121,8 @@ def run(
                              resume=resume, progress=update, sweep=grid or None, workers=workers)
     except (UsageError, DivergedError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
     console.print(claims_table(result.claims, f"{experiment} ({preset})"))
     console.print(f"run directory: [bold]{result.path}[/]")
     figs = sorted((result.path / "figures").glob("*.png"))
@@ -151,6 +162,8 @@ def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="defa
             summary = api.reproduce(experiments or None, out=out, progress=update, workers=workers)
     except (UsageError, DivergedError) as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
     console.print(summary.read_text())
     console.print(f"summary: [bold]{summary}[/]")
 
@@ -185,8 +198,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: the run directory keeps its last checkpoint; "
-                          "continue with --resume")
+        err_console.print(INTERRUPTED, soft_wrap=True, highlight=False)
         sys.exit(130)
 
 
