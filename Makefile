@@ -25,8 +25,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/icldyn run linreg-lsa
 
-# The default suite (pytest -m "not slow"); exit code 5 (no tests collected) is not a failure.
+# The layer contracts (pyproject.toml, [tool.importlinter]), then the default suite
+# (pytest -m "not slow"); exit code 5 (no tests collected) is not a failure.
 test: install
+	$(BIN)/lint-imports
 	@rc=0; $(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icldyn.models.lsa import LSA, LSAConfig
-from icldyn.probes.phases import first_crossing
+from icldyn.analysis.phases import first_crossing
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.theory.exact_dynamics import ReducedLSA, zfb_initial
 from icldyn.theory.linear_regression import optimal_risk

@@ -22,7 +22,7 @@ from icldyn.probes.lsa_modes import (conserved, effective_map, eigen_overlaps, m
 from icldyn.probes.spectral import subspace_overlap
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.theory.exact_dynamics import ReducedLSA
-from icldyn.train.schedule import record_steps_in_time, stage_lrs
+from icldyn.train.schedule import learning_rates, record_steps_in_time
 
 EXP = "linear-exact-dynamics"
 STAGED = [1.0, 0.25, 0.0625]
@@ -133,7 +133,7 @@ def test_overlap_rows_against_previous_and_final():
 
 def test_records_are_log_spaced_in_time_for_a_piecewise_lr(staged_run):
     tc = staged_run.config.train
-    times = np.concatenate([[0.0], np.cumsum(stage_lrs(tc))])
+    times = np.concatenate([[0.0], np.cumsum(learning_rates(tc))])
     steps = record_steps_in_time(tc, 60, t_min=0.05)
     assert steps[0] == 0 and steps[-1] == tc.steps
     gaps = np.diff(np.log(times[steps[1:]]))
@@ -255,11 +255,11 @@ def test_quick_variants_cover_every_claim():
     for mode in ("population", "sampled"):
         lrs = [c.train.lr for c in roles["conservation"] if c.train.gradient == mode]
         assert len(lrs) >= 4 and np.log10(max(lrs) / min(lrs)) >= 1
-        horizons = {round(float(stage_lrs(c.train).sum()), 6) for c in roles["conservation"]}
+        horizons = {round(float(learning_rates(c.train).sum()), 6) for c in roles["conservation"]}
         assert horizons == {cfg.conservation_time}
     assert roles["generic"][0].model.init == "gaussian" and roles["generic"][0].train.gradient == "sampled"
     assert roles["staged"][0].train.gradient == "population" and roles["staged"][0].model.init_scale == 1e-3
-    assert float(stage_lrs(roles["staged"][0].train).sum()) > 2 * 317.6  # the third ½-crossing is in the run
+    assert float(learning_rates(roles["staged"][0].train).sum()) > 2 * 317.6  # the third ½-crossing is in the run
     assert exp.record_steps(cfg) != Experiment.record_steps(exp, cfg)
     paper = exp.config("paper")
     for ov in exp.variants(paper).values():

@@ -31,7 +31,7 @@ from icldyn.store import Run
 from icldyn.tasks.structured_features import (StructuredFeaturesConfig, StructuredFeaturesTask,
                                               mean_by_query_feature)
 from icldyn.theory import structured_features as theory
-from icldyn.train.trainer import RecordContext
+from icldyn.probes.base import RecordContext
 
 F64 = torch.float64
 EXP = EXPERIMENTS["feature-convergence"]
@@ -184,14 +184,14 @@ def test_probes_match_the_model_and_the_scores():
     assert torch.allclose(torch.diagonal(stats["mass"], dim1=1, dim2=2), same)
     assert torch.allclose(stats["mass"].sum(-1), torch.ones(2, 3, dtype=F64))
     ctx = RecordContext(0, 0.0, m, task, b, False, [0, 1])
-    out = feature_probe(task)(ctx)
+    out = feature_probe(None, task, all_masses=True)(ctx)
     assert torch.allclose(out["probe/score/2/1"], s[:, 2, 1]) and out["probe/feature_error/0"].shape == (2,)
     assert "probe/value_scale" not in out and "probe/attention_mass/1/2" in out
-    few = feature_probe(task, all_masses=False)(ctx)
+    few = feature_probe(None, task, all_masses=False)(ctx)
     assert {n for n in few if n.startswith("probe/attention_mass/2/")} == {"probe/attention_mass/2/0",
                                                                           "probe/attention_mass/2/2"}
     full = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), 5, [0], F64)
-    assert feature_probe(task)(RecordContext(0, 0.0, full, task, b, False, [0]))["probe/value_scale"].item() == 1.0
+    assert feature_probe(None, task, all_masses=True)(RecordContext(0, 0.0, full, task, b, False, [0]))["probe/value_scale"].item() == 1.0
 
 
 # -- the reduced dynamics on the run's clock ---------------------------------------------------------

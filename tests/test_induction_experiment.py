@@ -12,7 +12,7 @@ from icldyn.experiments.induction import NgramSplitTask
 from icldyn.models.induction import InductionSimplified, InductionSimplifiedConfig
 from icldyn.probes.induction import induction_probe
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
-from icldyn.train.trainer import RecordContext
+from icldyn.probes.base import RecordContext
 
 TINY = {"task.n_points": 20, "train.steps": 40, "train.dataset_size": 300, "train.batch_size": 300,
         "validation_size": 100, "train.n_records": 12, "train.eval_prompts": 200,
@@ -59,7 +59,7 @@ def test_probe_names_shapes_and_ablation_restores_the_model():
     with torch.no_grad():
         model.a.fill_(3.0)
     val = task.sample([0, 1], 0, 50, stream="fixed")
-    probe = induction_probe(task, lambda seeds, device: val, (1, 2))
+    probe = induction_probe(None, task, lambda seeds, device: val, (1, 2))
     w0 = model.w.detach().clone()
     ctx = RecordContext(5, 5.0, model, task, task.eval_batch(20, 0), True, [0, 1])
     out = probe(ctx)
@@ -131,7 +131,7 @@ def test_tiny_run_writes_everything_and_claims_are_recomputable(tmp_path):
     assert set(run.theory["name"]) >= {"info/modified/1+2", "info/chi2/1+2", "s_star/0", "s_star/1", "margin_z"}
     preds = set(run.curves["predictor"])
     assert {"model/paper/alpha=0.1", "gih/code/alpha=1", "oracle/paper/alpha=1"} <= preds
-    assert sorted(set(run.curves["n_examples"])) == [10, 20]
+    assert sorted(set(run.curves["x"])) == [10, 20]
     ids = by_id(run)
     for key in ("s_star_is_parents", "selector_on_s_star", "copier_on_parents", "heads_outside_s_star_do_not_matter",
                 "a_grows_logarithmically", "stage_order", "val_at_gih_level", "val_far_below_unigram",

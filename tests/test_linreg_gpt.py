@@ -16,9 +16,9 @@ def untrained(tmp_path_factory):
 def test_curves_cover_every_predictor_and_prefix(untrained):
     c = untrained.curves
     assert set(c["predictor"]) >= {"gpt", "ols", "ridge", "averaging", "zero"}
-    assert sorted(c[c.predictor == "gpt"]["n_examples"]) == list(range(7))
+    assert sorted(c[c.predictor == "gpt"]["x"]) == list(range(7))
     # noiseless OLS interpolates once it has d points: an independent fact the curves must show
-    ols = c[c.predictor == "ols"].set_index("n_examples")["mse"]
+    ols = c[c.predictor == "ols"].set_index("x")["value"]
     assert ols.loc[3:].max() < 1e-6 and ols.loc[0] > 1
 
 

@@ -17,9 +17,10 @@ from icldyn.experiments.multihead_tasks import emergence_window, loss_phases, th
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.probes.multihead import (attention_stats, estimator_probe, projected_loss_probe, semi_singular_probe,
                                      task_loss_probe)
-from icldyn.store import RunDir, load_run, write_text
+from icldyn.api import load_run
+from icldyn.store import RunDir, write_text
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
-from icldyn.train.trainer import RecordContext
+from icldyn.probes.base import RecordContext
 
 F64 = torch.float64
 EXP = EXPERIMENTS["multihead-tasks"]
@@ -50,7 +51,7 @@ def test_semi_singular_probe_reads_the_projection_and_the_leak():
     omega = torch.tensor([[[0.3, -0.1], [0.0, 0.5], [0.2, 0.2]]] * 2, dtype=F64)
     mu = torch.tensor([[[1.0, 0.0], [0.0, -2.0], [0.5, 0.5]]] * 2, dtype=F64)
     set_decomposable(model, omega, mu)
-    out = semi_singular_probe()(ctx_for(task, model))
+    out = semi_singular_probe(None, None)(ctx_for(task, model))
     assert out["probe/omega/0/1"].tolist() == pytest.approx([-0.1, -0.1])
     assert out["probe/mu/1/1"].tolist() == pytest.approx([-2.0, -2.0])
     assert out["probe/head_specialisation/0"].tolist() == pytest.approx([1.0, 1.0])   # |ωμ| = (0.3, 0)
@@ -58,7 +59,7 @@ def test_semi_singular_probe_reads_the_projection_and_the_leak():
     assert out["probe/off_decomposable"].max() < 1e-12
     with torch.no_grad():
         model.key_query[1, 0, 0, 3] += 0.05                                             # a cross-block leak
-    out = semi_singular_probe()(ctx_for(task, model))
+    out = semi_singular_probe(None, None)(ctx_for(task, model))
     assert float(out["probe/off_decomposable"][1]) == pytest.approx(0.05, rel=1e-9)
     assert float(out["probe/off_decomposable"][0]) < 1e-12
     assert 0 < float(out["probe/off_decomposable_relative"][1]) < 0.05
@@ -71,18 +72,18 @@ def test_projected_loss_equals_the_loss_on_the_family_and_sees_what_a_leak_costs
     from icldyn.train.trainer import evaluate
 
     clean = float(evaluate(model, ctx.eval_batch)[0])
-    assert float(projected_loss_probe()(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
+    assert float(projected_loss_probe(None, None)(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
     with torch.no_grad():
         model.key_query[0, 0, :2, 2:] += 0.5      # block 0's keys scored against block 1 of the query
     leaky = float(evaluate(model, ctx.eval_batch)[0])
-    assert float(projected_loss_probe()(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
+    assert float(projected_loss_probe(None, None)(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
     assert leaky != pytest.approx(clean, rel=1e-3)
 
 
 def test_task_losses_add_up_to_the_training_loss():
     task, model = make(I=3, H=2, seeds=(0, 1))
     ctx = ctx_for(task, model, n=300)
-    per_task = task_loss_probe()(ctx)
+    per_task = task_loss_probe(None, None)(ctx)
     from icldyn.train.trainer import evaluate
 
     total = sum(per_task[f"probe/task_loss/{i}"] for i in range(3))
@@ -110,7 +111,7 @@ def test_estimator_probe_measures_baselines_and_the_distance_to_centred_gd():
     task, model = make(d0=3, I=1, H=2, L=15, orthogonal=False)
     w = 0.01                                                       # a pair of opposite heads: centred GD
     set_decomposable(model, [[[w], [-w]]], [[[0.5 / w], [-0.5 / w]]])
-    out = estimator_probe(task)(ctx_for(task, model, n=2000))
+    out = estimator_probe(None, task)(ctx_for(task, model, n=2000))
     assert set(out) >= {"baseline/zero", "baseline/gd", "baseline/centred_gd", "baseline/ridge",
                         "probe/pred_rel_diff/centred_gd", "probe/fitted_step/centred_gd"}
     assert float(out["baseline/ridge"]) < 1e-12                     # noiseless, L ≥ d₀: the posterior mean is β
@@ -119,9 +120,9 @@ def test_estimator_probe_measures_baselines_and_the_distance_to_centred_gd():
     assert float(out["probe/fitted_step/centred_gd"][0]) == pytest.approx(1.0, rel=1e-2)   # η = 2ωμ
     one_task, single = make(d0=3, I=1, H=1, L=15, orthogonal=False)
     set_decomposable(single, [[[0.5]]], [[[1.0]]])                  # one head keeps the ȳ bias
-    far = estimator_probe(one_task)(ctx_for(one_task, single, n=2000))
+    far = estimator_probe(None, one_task)(ctx_for(one_task, single, n=2000))
     assert float(far["probe/pred_rel_diff/centred_gd"][0]) > 0.2
-    assert estimator_probe(task)(ctx_for(task, model, final=False)) == {}
+    assert estimator_probe(None, task)(ctx_for(task, model, final=False)) == {}
 
 
 # -- experiment: init signs, variants, theory table ----------------------------------------------------------

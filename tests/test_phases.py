@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icldyn.probes.phases import detect_drops, detect_plateaus, detect_rises, first_crossing
+from icldyn.analysis.phases import detect_drops, detect_plateaus, detect_rises, first_crossing
 from icldyn.theory.exact_dynamics import ReducedLSA, zfb_initial
 
 T = np.geomspace(1e-1, 1e5, 300)  # 6 decades, log-spaced like the recorder

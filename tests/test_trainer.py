@@ -9,7 +9,7 @@ from icldyn import api
 from icldyn.errors import DivergedError, UsageError
 from icldyn.experiments import EXPERIMENTS
 from icldyn.tasks.linear_regression import LinearRegressionTask
-from icldyn.train.schedule import lr_at, record_steps
+from icldyn.train.schedule import clock, learning_rates, lr_at, record_steps
 from icldyn.train.trainer import Trainer
 
 SAMPLED = {"train.gradient": "sampled", "train.optimizer": "adam", "train.lr": 0.02, "train.batch_size": 64}
@@ -32,11 +32,31 @@ def test_schedules():
     assert lr_at(4, 1.0, 100, "constant", 10) == pytest.approx(0.5)
 
 
-def test_time_is_sum_of_learning_rates(tmp_path, tiny_lsa):
-    run = icldyn.run("linreg-lsa", overrides={**tiny_lsa, "train.schedule": "linear"}, out=tmp_path)
+# Σ lr of 10 updates of a cosine schedule (base lr 1) with 4 warm-up steps, worked out by hand:
+# lr_k = min(1, (k+1)/4)·½(1 + cos(πk/10)). Without warm-up Σ_k ½(1 + cos(πk/10)) = ½(10 + 1) = 5.5
+# (the cosines of k and 10 − k cancel, cos 0 = 1 remains); warm-up removes ¾·1 + ½·½(1 + cos 0.1π)
+# + ¼·½(1 + cos 0.2π) = 0.75 + 0.48776413 + 0.22612712, leaving 4.03610875. lr·steps would say 10.
+COSINE_WARMUP_TIME = 4.03610875
+
+
+def test_time_is_sum_of_learning_rates_worked_by_hand(tmp_path, tiny_lsa):
+    over = {**tiny_lsa, **SAMPLED, "train.lr": 1e-6, "train.steps": 10, "train.schedule": "cosine",
+            "train.warmup_steps": 4, "train.n_records": 4}
+    run = icldyn.run("linreg-lsa", overrides=over, out=tmp_path)
     last = run.metric("loss/train").iloc[-1]
-    expected = sum(lr_at(k, run.config.train.lr, 40, "linear", 0) for k in range(40))
-    assert last["step"] == 40 and last["time"] == pytest.approx(expected)
+    assert last["step"] == 10
+    assert last["time"] == pytest.approx(COSINE_WARMUP_TIME * 1e-6, rel=1e-7)
+    assert clock(run.config.train)[-1] == pytest.approx(COSINE_WARMUP_TIME * 1e-6, rel=1e-7)
+
+
+def test_clock_of_stages_restarts_the_schedule_per_stage():
+    from icldyn.config import StageConfig, TrainConfig
+
+    tc = TrainConfig(lr=1.0, steps=6, schedule="linear",
+                     stages=[StageConfig(params=["a"], steps=2, lr=0.5), StageConfig(params=["b"], steps=4)])
+    # stage 1: 0.5·(1 − k/2), k = 0, 1 → 0.5, 0.25; stage 2: 1·(1 − k/4) → 1, 0.75, 0.5, 0.25
+    assert learning_rates(tc).tolist() == pytest.approx([0.5, 0.25, 1.0, 0.75, 0.5, 0.25])
+    assert clock(tc).tolist() == pytest.approx([0, 0.5, 0.75, 1.75, 2.5, 3.0, 3.25])
 
 
 def test_same_seed_same_metrics(tmp_path, tiny_lsa):

@@ -6,7 +6,7 @@
     icldyn.load_run(run.path)
 """
 
-__version__ = "0.1.0"
+from icldyn.version import __version__
 
 
 def run(experiment: str, preset: str = "quick", overrides=None, **kwargs):
@@ -18,7 +18,7 @@ def run(experiment: str, preset: str = "quick", overrides=None, **kwargs):
 
 def load_run(path):
     """Load a stored run directory (config, metrics DataFrame, curves, claims, checkpoints)."""
-    from icldyn.store import load_run as _load
+    from icldyn.api import load_run as _load
 
     return _load(path)
 

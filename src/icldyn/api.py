@@ -1,73 +1,28 @@
-"""The Python API: `run`, `load_run`, `recompute_claims`, `reproduce`."""
+"""The Python API: `run`, `load_run`, `recompute_claims`, `reproduce`.
+
+Composing one run is `runner.train_one`; this module adds reuse of complete runs, sweeps over
+variants (in worker processes), claims and figures, and the reproduction summary.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-import platform
-import subprocess
 from pathlib import Path
 from typing import Callable
 
-import torch
 import yaml
 
+from icldyn import store
 from icldyn.config import apply_overrides
 from icldyn.errors import UsageError
-from icldyn.experiments import EXPERIMENTS
+from icldyn.experiments import EXPERIMENTS, config_from_dict
 from icldyn.experiments.base import sweep_variants
-from icldyn.store import Run, RunDir, load_run, write_json, write_text
-from icldyn.train.trainer import Trainer, resolve_device
+from icldyn.runner import mark, now, start_run_dir, train_one
+from icldyn.store import Run, RunDir, write_json, write_text
+from icldyn.train.trainer import resolve_device
 from icldyn.workers import default_workers, train_in_workers
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment(device: torch.device) -> dict:
-    import numpy
-
-    import icldyn
-
-    return {"icldyn": icldyn.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "platform": platform.platform(), "device": str(device),
-            "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "git_commit": _git_commit(), "start": _now(),
-            "end": None, "complete": False}
-
-
-def _mark(rd: RunDir, **fields) -> None:
-    env_file = rd.path / "env.json"
-    env = json.loads(env_file.read_text()) if env_file.exists() else {}
-    env.update(fields)
-    write_json(env_file, env)
-
-
-def _train_one(exp, config, rd: RunDir, device, resume: bool, progress, label: str) -> None:
-    rd.create()
-    write_text(rd.path / "config.yaml", config.to_yaml())
-    if not (rd.path / "env.json").exists():
-        write_json(rd.path / "env.json", environment(device))
-    task = exp.build_task(config)
-    seeds = list(range(config.seed, config.seed + config.n_seeds))
-    model = exp.build_model(config, task, seeds)
-    cb = (lambda step, total, loss, secs: progress(label, step, total, loss)) if progress else None
-    trainer = Trainer(config, task, model, rd, exp.probes(config, task), device=device, progress=cb,
-                      records=exp.record_steps(config))
-    trainer.fit(resume=resume)
-    exp.after_training(rd, config, task, model, device)
-    _mark(rd, end=_now(), complete=True)
 
 
 def run(experiment: str, preset: str = "quick", overrides: dict | list | None = None, *, seeds: int | None = None,
@@ -100,14 +55,11 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
                          f"(or delete the directory to start over)")
     variants = sweep_variants(sweep) if sweep else exp.variants(config)
     if variants is None:
-        _train_one(exp, config, top, dev, resume, progress, experiment)
+        train_one(exp, config, top, dev, resume, progress, experiment)
     else:
-        top.create()
-        write_text(top.path / "config.yaml", config.to_yaml())
+        start_run_dir(top, config, dev)
         write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants, "swept": sweep or {}},
                                                            sort_keys=False))
-        if not (top.path / "env.json").exists():
-            write_json(top.path / "env.json", environment(dev))
         jobs = []
         for name, ov in variants.items():
             vrd = RunDir(top.path / "variants" / name)
@@ -119,11 +71,16 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
                              n_workers, progress)
         else:
             for label, cfg, vrd, res in jobs:
-                _train_one(exp, cfg, vrd, dev, res, progress, label)
+                train_one(exp, cfg, vrd, dev, res, progress, label)
     result = load_run(top.path)
     recompute_claims(result)
-    _mark(top, end=_now(), complete=True)
+    mark(top, end=now(), complete=True)
     return load_run(top.path)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a stored run (or sweep) directory with its config typed by its experiment's config class."""
+    return store.load_run(path, config_from_dict)
 
 
 def recompute_claims(run: Run | str | Path) -> list[dict]:
@@ -144,7 +101,7 @@ def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs",
     names = experiments or list(EXPERIMENTS)
     for n in names:
         EXPERIMENTS[n]  # unknown names fail before anything runs
-    lines = ["# icldyn reproduction (quick presets)", "", f"Date: {_now()}", "",
+    lines = ["# icldyn reproduction (quick presets)", "", f"Date: {now()}", "",
              "| experiment | claim | measured | expected | verdict |", "|---|---|---|---|---|"]
     for n in names:
         r = run(n, "quick", out=out, progress=progress, workers=workers)

@@ -11,8 +11,9 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -23,7 +24,10 @@ from safetensors.torch import load_file, save_file
 from icldyn.errors import UsageError
 
 METRIC_COLUMNS = ["step", "time", "seed", "name", "value"]
-CURVE_COLUMNS = ["predictor", "n_examples", "mse", "stderr", "seed"]
+# curves.parquet: a curve against a swept x (n_examples, S1, prune_rate, …); any further column is a
+# condition (alpha_test, shift, order, …). Files of the older five-column form still read.
+CURVE_COLUMNS = ["predictor", "x_name", "x", "metric", "value", "stderr", "seed"]
+LEGACY_CURVE_COLUMNS = ["predictor", "n_examples", "mse", "stderr", "seed"]
 THEORY_COLUMNS = ["time", "name", "value"]
 
 
@@ -108,7 +112,10 @@ class RunDir:
         return pd.read_parquet(f).to_dict("records") if f.exists() else []
 
     def write_curves(self, frame: pd.DataFrame) -> None:
-        write_table(self.path / "curves.parquet", frame, CURVE_COLUMNS)
+        """Write curves in the general schema (a five-column legacy frame is converted first)."""
+        frame = general_curves(frame)
+        conditions = [c for c in frame.columns if c not in CURVE_COLUMNS]
+        write_table(self.path / "curves.parquet", frame, CURVE_COLUMNS + conditions)
 
     def write_theory(self, frame: pd.DataFrame) -> None:
         write_table(self.path / "theory.parquet", frame, THEORY_COLUMNS)
@@ -133,6 +140,7 @@ class Run:
     theory: pd.DataFrame
     claims: list[dict]
     env: dict
+    parse_config: Callable[[dict], Any] | None = None
 
     @property
     def checkpoint_steps(self) -> list[int]:
@@ -171,28 +179,57 @@ class Run:
         f = self.path / "sweep.yaml"
         return yaml.safe_load(f.read_text()) if f.exists() else {}
 
-    @property
+    @cached_property
     def variants(self) -> dict[str, "Run"]:
         """Sub-runs of a sweep directory (several runs from one command), by name."""
         base = self.path / "variants"
         if not base.is_dir():
             return {}
-        return {p.name: load_run(p) for p in sorted(base.iterdir()) if (p / "config.yaml").exists()}
+        return {p.name: load_run(p, self.parse_config) for p in sorted(base.iterdir())
+                if (p / "config.yaml").exists()}
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame({c: [] for c in columns})
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run directory; a directory that is not a run is a UsageError."""
-    from icldyn.experiments import config_from_yaml
+def general_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """A curves frame in the general schema: the five-column form (predictor, n_examples, mse,
+    stderr, seed) becomes x_name = "n_examples", x = n_examples, metric = "mse", value = mse."""
+    if "n_examples" not in frame.columns or "x" in frame.columns:
+        return frame
+    out = frame.rename(columns={"n_examples": "x", "mse": "value"})
+    out.insert(1, "x_name", "n_examples")
+    out.insert(3, "metric", "mse")
+    return out
+
+
+def read_config_dict(path: Path) -> dict:
+    """The raw config.yaml of a run directory (YAML safe-loaded); a UsageError when it is not one."""
+    import yaml
 
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise UsageError(f"{path} is not an icldyn run directory (no config.yaml); "
                          f"pass a directory made by `icldyn run`")
-    config = config_from_yaml(path / "config.yaml")
+    try:
+        data = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"cannot read {path / 'config.yaml'}: {err}") from None
+    if not isinstance(data, dict) or "experiment" not in data:
+        raise UsageError(f"{path / 'config.yaml'} is not an icldyn config (no 'experiment' key)")
+    return data
+
+
+def load_run(path: str | Path, parse_config: Callable[[dict], Any] | None = None) -> Run:
+    """Load a run directory; a directory that is not a run is a UsageError.
+
+    The store does not know the experiments' config classes: `parse_config(raw dict)` types the
+    config (the API passes the experiment registry's parser); without it `config` is the raw dict.
+    """
+    path = Path(path)
+    raw = read_config_dict(path)
+    config = parse_config(raw) if parse_config is not None else raw
     claims_file = path / "claims.json"
     claims = json.loads(claims_file.read_text())["claims"] if claims_file.exists() else []
     env_file = path / "env.json"
@@ -200,9 +237,10 @@ def load_run(path: str | Path) -> Run:
         path=path,
         config=config,
         metrics=_read_table(path / "metrics.parquet", METRIC_COLUMNS),
-        curves=_read_table(path / "curves.parquet", CURVE_COLUMNS),
+        curves=general_curves(_read_table(path / "curves.parquet", CURVE_COLUMNS)),
         theory=_read_table(path / "theory.parquet", THEORY_COLUMNS),
         claims=claims,
         env=json.loads(env_file.read_text()) if env_file.exists() else {},
+        parse_config=parse_config,
     )
 

@@ -41,8 +41,8 @@ def _init_worker(threads: int) -> None:
 
 
 def _train_job(experiment: str, config, path: str, device: str, resume: bool, label: str, queue) -> str:
-    from icldyn.api import _train_one
     from icldyn.experiments import EXPERIMENTS
+    from icldyn.runner import train_one
     from icldyn.store import RunDir
 
     last = [0.0]
@@ -53,7 +53,7 @@ def _train_job(experiment: str, config, path: str, device: str, resume: bool, la
             last[0] = now
             queue.put((name, step, total, loss))
 
-    _train_one(EXPERIMENTS[experiment], config, RunDir(Path(path)), torch.device(device), resume, report, label)
+    train_one(EXPERIMENTS[experiment], config, RunDir(Path(path)), torch.device(device), resume, report, label)
     return label
 
 

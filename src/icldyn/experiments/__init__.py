@@ -25,11 +25,15 @@ def _register_all() -> None:
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
 
 
-def config_from_yaml(path: Path):
-    data = load_yaml(path)
+def config_from_dict(data: dict):
+    """Type a raw config (a run directory's config.yaml) by its experiment's config class."""
     if not isinstance(data, dict) or "experiment" not in data:
-        raise UsageError(f"{path} is not an icldyn config (no 'experiment' key)")
+        raise UsageError("not an icldyn config (no 'experiment' key)")
     return build(EXPERIMENTS[data["experiment"]].config_class, data)
+
+
+def config_from_yaml(path: Path):
+    return config_from_dict(load_yaml(path))
 
 
 _register_all()

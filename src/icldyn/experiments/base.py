@@ -7,58 +7,12 @@ recompute them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import ClassVar
 
-import numpy as np
 import torch
 
 from icldyn.config import ExperimentConfig, apply_overrides, build
 from icldyn.errors import UsageError
-
-
-@dataclass
-class Claim:
-    """A paper's sentence made checkable: measured vs expected, fixed in code before the run."""
-
-    id: str
-    statement: str
-    source: str
-    measured: Optional[float]
-    expected: str
-    passed: Optional[bool]
-    tolerance: Optional[str] = None
-    per_seed: list[float] = field(default_factory=list)
-    note: Optional[str] = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["measured"] = None if self.measured is None else float(self.measured)
-        d["passed"] = None if self.passed is None else bool(self.passed)
-        return d
-
-
-def below(id, statement, source, values, bound, *, tolerance=None, agg="max", note=None, details=None) -> Claim:
-    """Claim that a per-seed quantity is below `bound` (aggregate: the worst seed by default)."""
-    vals = np.asarray(values, dtype=float).reshape(-1)
-    if vals.size == 0 or not np.isfinite(vals).all():
-        return Claim(id, statement, source, None, f"< {bound:.4g}", None, tolerance, vals.tolist(),
-                     note or "could not be measured (missing or non-finite values)", details or {})
-    m = float(getattr(np, agg)(vals))
-    return Claim(id, statement, source, m, f"< {bound:.4g}", bool(m < bound), tolerance, vals.tolist(), note,
-                 details or {})
-
-
-def above(id, statement, source, values, bound, *, tolerance=None, agg="min", note=None, details=None) -> Claim:
-    """Claim that a per-seed quantity is above `bound` (aggregate: the worst seed by default)."""
-    vals = np.asarray(values, dtype=float).reshape(-1)
-    if vals.size == 0 or not np.isfinite(vals).all():
-        return Claim(id, statement, source, None, f"> {bound:.4g}", None, tolerance, vals.tolist(),
-                     note or "could not be measured (missing or non-finite values)", details or {})
-    m = float(getattr(np, agg)(vals))
-    return Claim(id, statement, source, m, f"> {bound:.4g}", bool(m > bound), tolerance, vals.tolist(), note,
-                 details or {})
 
 
 class Experiment:
@@ -112,16 +66,11 @@ class Experiment:
     def after_training(self, run_dir, config, task, model, device) -> None:
         """Write curves.parquet / theory.parquet from the trained model (optional)."""
 
-    def claims(self, run) -> list[Claim]:
+    def claims(self, run) -> list:
         raise NotImplementedError
 
     def figures(self, run) -> list:
         return []
-
-
-def run_views(run, single: str = "run") -> list[tuple[str, Any]]:
-    """(name, run) pairs: the variants of a sweep directory, or (`single`, the run itself)."""
-    return list(run.variants.items()) or [(single, run)]
 
 
 def sweep_variants(grid: dict[str, list]) -> dict[str, dict]:
@@ -141,14 +90,3 @@ def sweep_variants(grid: dict[str, list]) -> dict[str, dict]:
 
 def _short(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
-
-
-def swept_values(run, key: str) -> list[tuple[Any, Any]]:
-    """(value of `key`, sub-run) for every variant of a sweep directory, sorted by value."""
-    pairs = []
-    for sub in run.variants.values():
-        node = sub.config
-        for part in key.split("."):
-            node = getattr(node, part)
-        pairs.append((node, sub))
-    return sorted(pairs, key=lambda p: p[0])

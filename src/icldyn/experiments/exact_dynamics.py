@@ -33,10 +33,12 @@ from pydantic import Field
 from scipy import stats
 
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.claims import Claim, above, below
+from icldyn.experiments.base import Experiment
 from icldyn.models.lsa import LSA, LSAConfig
-from icldyn.probes.lsa_modes import X_BLOCK, lsa_mode_probe, modes_eigenvalues, overlap_rows, spectral_probe
-from icldyn.probes.phases import detect_drops, first_crossing
+from icldyn.probes import build_probes
+from icldyn.probes.lsa_modes import X_BLOCK, modes_eigenvalues, overlap_rows
+from icldyn.analysis.phases import detect_drops, first_crossing
 from icldyn.store import load_checkpoint
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.train.schedule import record_steps_in_time
@@ -178,8 +180,7 @@ class ExactDynamics(Experiment):
         return LSA(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def probes(self, config, task):
-        return [lsa_mode_probe(task.eigenvalues, task.rotation, config.task.n_points),
-                spectral_probe(k=config.task.d + 1)]
+        return build_probes(config, task, ["lsa_modes", ("spectral", {"k": config.task.d + 1})])
 
     def after_training(self, run_dir, config, task, model, device):
         metrics = pd.DataFrame(run_dir.read_metric_rows())

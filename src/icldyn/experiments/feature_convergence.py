@@ -27,7 +27,7 @@ under the probes' names (`probe/feature_error/<k>`, `probe/same_feature_attentio
 feature_error}`).
 
 Phase markers (per feature, from the stored curves; `feature_markers`): a_k passes ½, ℓ_k reaches
-10⁻² and 10⁻³, the rise of a_k found by `probes.phases.detect_rises`, and for an under-represented
+10⁻² and 10⁻³, the rise of a_k found by `analysis.phases.detect_rises`, and for an under-represented
 feature the peak of the cross-feature score B̄_k (rise, then fall) and the time a_k overtakes the
 dominant feature's mass. They go into the claims' details and onto the figures.
 
@@ -55,10 +55,12 @@ import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from icldyn.config import ExperimentConfig, Strict, TrainConfig
-from icldyn.experiments.base import Claim, Experiment, above, below, run_views
+from icldyn.analysis.runs import views as run_views
+from icldyn.claims import Claim, above, below
+from icldyn.experiments.base import Experiment
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
-from icldyn.probes import phases
-from icldyn.probes.features import feature_probe
+from icldyn.analysis import phases
+from icldyn.probes import build_probes
 from icldyn.tasks.structured_features import StructuredFeaturesConfig
 from icldyn.theory import structured_features as theory
 from icldyn.train.schedule import lr_at, record_steps_in_time
@@ -270,7 +272,7 @@ class FeatureConvergence(Experiment):
         return run_records(config)
 
     def probes(self, config, task):
-        return [feature_probe(task, all_masses=config.task.K <= 8)]
+        return build_probes(config, task, ["feature_attention"])
 
     def after_training(self, run_dir, config, task, model, device):
         frames = []

@@ -41,10 +41,13 @@ from pydantic import Field
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.errors import UsageError
-from icldyn.experiments.base import Claim, Experiment, run_views
+from icldyn.analysis.runs import views as run_views
+from icldyn.claims import Claim
+from icldyn.experiments.base import Experiment
 from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
                                      InductionSimplifiedConfig, token_loss)
-from icldyn.probes.induction import LOSSES, gih_with_a, induction_probe
+from icldyn.probes import build_probes
+from icldyn.probes.induction import LOSSES, gih_with_a
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
@@ -195,7 +198,8 @@ class InductionNgram(Experiment):
         s_star = info_for(config)["s_star"]
         validation = lambda seeds, device: task.sample(seeds, 0, config.validation_size, device=device,  # noqa: E731
                                                        stream="val")
-        return [induction_probe(task, validation, s_star, baselines=BASELINES)]
+        return build_probes(config, task, [("induction", {"validation": validation, "s_star": s_star,
+                                                          "baselines": BASELINES})])
 
     def after_training(self, run_dir, config, task, model, device):
         run_dir.write_theory(theory_frame(config))

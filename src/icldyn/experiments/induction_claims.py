@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from icldyn.experiments.base import Claim, above, below
-from icldyn.probes import phases
+from icldyn.claims import Claim, above, below
+from icldyn.analysis import phases
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
 
@@ -303,7 +303,7 @@ def _generalisation_claim(r, sfx: str, kind: str) -> Claim:
         rows = cv[cv["predictor"] == f"{name}/{loss}/alpha={alpha:g}"]
         if seed is not None:
             rows = rows[rows["seed"] == seed]
-        return rows.groupby("n_examples")["mse"].mean()
+        return rows.groupby("x")["value"].mean()
 
     for alpha in alphas:
         gih, uni_code = get("gih", "code", alpha), get("unigram", "code", alpha)
@@ -381,7 +381,7 @@ def full_claims(run, views) -> list[Claim]:
             "decrease / the rate at the start (a plateau in log time alone is what any smooth start shows)",
             f"{SOURCE}, appendix (full model)", float(np.nanmin(accel)) if np.isfinite(accel).any() else None,
             f"> {ACCELERATION_MIN}, after a plateau ≥ {PLATEAU_DECADES} decades followed by a drop of ≥ "
-            f"{EMERGENCE_DEPTH:.0%} (probes.phases)", bool(all(ok)), None, accel.tolist(),
+            f"{EMERGENCE_DEPTH:.0%} (analysis.phases)", bool(all(ok)), None, accel.tolist(),
             None if all(ok) else _full_note(found, accel, [curve(r, "loss/train", r.seeds[0])]),
             {"per_seed": found, "optimizer": r.config.train.optimizer, "lr": r.config.train.lr,
              "val_losses": {n: final(r, n).tolist() for n in (

@@ -11,9 +11,10 @@ import torch
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
-from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.claims import Claim, above, below
+from icldyn.experiments.base import Experiment
 from icldyn.models.gpt import GPT, GPTConfig
-from icldyn.probes.regression import baseline_probe
+from icldyn.probes import build_probes
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 
 SOURCE = "Garg et al. 2022, Fig. 2 (error vs in-context examples)"
@@ -54,7 +55,7 @@ class LinRegGPT(Experiment):
         return GPT(config.model, config.task.d, seeds, dtype=self.dtype(config), max_points=points)
 
     def probes(self, config, task):
-        return [baseline_probe(task, ("zero", "averaging", "ols", "ridge"))]
+        return build_probes(config, task, [("baseline", {"names": ("zero", "averaging", "ols", "ridge")})])
 
     def after_training(self, run_dir, config, task, model, device):
         run_dir.write_curves(error_curves(config, task, model, device))
@@ -62,8 +63,8 @@ class LinRegGPT(Experiment):
     def claims(self, run) -> list[Claim]:
         c, curves = run.config, run.curves
         d = c.task.d
-        per = curves.pivot_table(index=["n_examples"], columns="predictor", values="mse", aggfunc="mean")
-        model = curves[curves["predictor"] == "gpt"].pivot_table(index="n_examples", columns="seed", values="mse")
+        per = curves.pivot_table(index=["x"], columns="predictor", values="value", aggfunc="mean")
+        model = curves[curves["predictor"] == "gpt"].pivot_table(index="x", columns="seed", values="value")
         ns = [n for n in per.index if d <= n <= c.task.n_points]
         ref = per.loc[ns, "ridge"].values[:, None]
         gap = (model.loc[ns].values - ref) / d  # excess error per dimension, per seed

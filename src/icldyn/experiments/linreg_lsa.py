@@ -16,10 +16,11 @@ import torch
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
-from icldyn.experiments.base import Claim, Experiment, above, below, run_views
+from icldyn.analysis.runs import views as run_views
+from icldyn.claims import Claim, above, below
+from icldyn.experiments.base import Experiment
 from icldyn.models.lsa import LSA, LSAConfig
-from icldyn.probes.lsa import effective_matrix_probe
-from icldyn.probes.regression import alignment_probe, baseline_probe
+from icldyn.probes import build_probes
 from icldyn.tasks.base import Batch
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.theory import linear_regression as theory
@@ -62,13 +63,10 @@ class LinRegLSA(Experiment):
         return LSA(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def probes(self, config, task):
-        return [
-            effective_matrix_probe(task.covariance, config.task.n_points, config.task.noise_std,
-                                   record_entries=config.task.d <= 8),
-            alignment_probe(task, config.align_with),
-            baseline_probe(task, ("zero", "averaging", "ols", "ridge", "gd_1", "preconditioned_gd")),
-            von_oswald_probe(config),
-        ]
+        return build_probes(config, task, [
+            "lsa_effective_matrix", ("alignment", {"name": config.align_with}),
+            ("baseline", {"names": ("zero", "averaging", "ols", "ridge", "gd_1", "preconditioned_gd")}),
+        ]) + [von_oswald_probe(config)]
 
     def after_training(self, run_dir, config, task, model, device):
         run_dir.write_curves(error_curves(config, task, model, device))

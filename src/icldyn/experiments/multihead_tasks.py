@@ -70,18 +70,19 @@ import torch
 from pydantic import Field
 
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.experiments.base import Claim, Experiment, run_views
+from icldyn.analysis.runs import views as run_views
+from icldyn.claims import Claim
+from icldyn.experiments.base import Experiment
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
-from icldyn.probes.multihead import (attention_probe, estimator_probe, projected_loss_probe, semi_singular_probe,
-                                    task_loss_probe)
-from icldyn.probes.phases import detect_drops, detect_plateaus, first_crossing
+from icldyn.probes import build_probes
+from icldyn.analysis.phases import detect_drops, detect_plateaus, first_crossing
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig
 from icldyn.theory import multihead as mh
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2402.19442)"
 SOURCE_FOLLOWUP = "He, Pan, Chen & Yang 2025 (arXiv 2503.12734)"
 SPECIALISED = 0.9          # r_h above this: the head keeps one task
-CONVERGED_SLOPE = 0.3      # |d ln loss / d ln t| below this at the end: no drop in progress (probes.phases)
+CONVERGED_SLOPE = 0.3      # |d ln loss / d ln t| below this at the end: no drop in progress (analysis.phases)
 
 
 class MultiheadTasksConfig(ExperimentConfig):
@@ -166,8 +167,8 @@ class MultiheadTasks(Experiment):
         return model
 
     def probes(self, config, task):
-        return [semi_singular_probe(), projected_loss_probe(), task_loss_probe(), attention_probe(),
-                estimator_probe(task)]
+        return build_probes(config, task, ["multihead_semi_singular", "multihead_projected_loss",
+                                           "multihead_task_loss", "multihead_attention", "multihead_estimators"])
 
     def after_training(self, run_dir, config, task, model, device):
         run_dir.write_theory(theory_table(config))
@@ -325,7 +326,7 @@ def loss_phases(t: np.ndarray, loss: np.ndarray) -> dict:
     warm-up: the first plateau, if it starts at the first sample and sits within 10% of the initial
     loss; emergence: the first drop that starts after the warm-up begins; convergence: after the last
     drop, with no fast fall in progress at the end — the log-log slope over the last half-decade of
-    time below 0.3, the drop threshold of `probes.phases`. (Not the plateau threshold 0.1: here the
+    time below 0.3, the drop threshold of `analysis.phases`. (Not the plateau threshold 0.1: here the
     limit is approached like an infimum, the paired heads' ω → 0, so the loss creeps rather than rests.)"""
     plateaus = detect_plateaus(t, loss)
     drops = detect_drops(t, loss)
@@ -395,7 +396,7 @@ def phase_claims(run) -> list[Claim]:
         details2[f"seed {seed}"] = d
     c1 = Claim("phases_three", s1, f"{SOURCE}, abstract (three-phase dynamics)",
                float(np.nanmedian(per_seed)) if np.isfinite(per_seed).any() else None, e1,
-               bool(all(ok)), tolerance="phase detection thresholds of probes/phases.py", per_seed=per_seed,
+               bool(all(ok)), tolerance="phase detection thresholds of analysis/phases.py", per_seed=per_seed,
                note="measured: time (Σ lr) of the first drop's midpoint", details=details1)
     frac = np.asarray(frac, float)
     valid = bool(np.isfinite(frac).all())

@@ -48,10 +48,12 @@ def per_feature_statistics(model, batch, K: int, chunk: int = CHUNK) -> dict[str
     return {"error": sums_err / counts, "mass": sums_mass / counts[:, None], "count": counts}
 
 
-def feature_probe(task, all_masses: bool = True):
+def feature_probe(config, task, all_masses: bool | None = None):
     """The probes of the module doc, at every record step, on the trainer's held-out prompts.
-    all_masses=False keeps K² metrics per record down to the masses on features k and 0."""
+    all_masses=False keeps K² metrics per record down to the masses on features k and 0 (default:
+    all masses while K ≤ 8)."""
     K = task.config.K
+    all_masses = K <= 8 if all_masses is None else all_masses
     V = task.features
 
     def probe(ctx) -> dict[str, torch.Tensor]:

@@ -64,7 +64,7 @@ def _seed_slice(batch, e: int):
     return Batch(batch.x[e:e + 1], batch.y[e:e + 1], extras)
 
 
-def induction_probe(task, validation: Callable, s_star: Sequence[int], *,
+def induction_probe(config, task, validation: Callable, s_star: Sequence[int], *,
                     baselines: Sequence[str] = ("unigram", "ngram_bayes", "gih", "oracle"),
                     ablate_heads: bool = True) -> Callable:
     """Every metric of the module doc in one probe (one forward pass on the validation split)."""

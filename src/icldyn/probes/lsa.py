@@ -7,12 +7,13 @@ import torch
 from icldyn.theory.linear_regression import optimal_matrix
 
 
-def effective_matrix_probe(covariance: torch.Tensor, n_points: int, noise_std: float = 0.0,
-                           record_entries: bool = True):
+def effective_matrix_probe(config, task, record_entries: bool | None = None):
     """probe/gamma_inv_distance = ‖vU − Γ⁻¹‖_F / ‖Γ⁻¹‖_F, probe/off_blocks, probe/v and (optionally)
     probe/effective/<i>/<j> = (vU)_ij: the ZFB limit says vU → Γ⁻¹ and all other blocks stay 0.
-    (With label noise the risk's minimiser is (Γ + σ²/N·I)⁻¹, which is what training reaches.)"""
-    target = optimal_matrix(covariance, n_points, noise_std)
+    (With label noise the risk's minimiser is (Γ + σ²/N·I)⁻¹, which is what training reaches.)
+    record_entries: default when the matrix is small (d ≤ 8)."""
+    target = optimal_matrix(task.covariance, config.task.n_points, config.task.noise_std)
+    record_entries = config.task.d <= 8 if record_entries is None else record_entries
 
     def probe(ctx) -> dict[str, torch.Tensor]:
         m = ctx.model

@@ -109,9 +109,10 @@ def last_layer(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return params[pv[-1]], params[kq[-1]]
 
 
-def lsa_mode_probe(eigenvalues, rotation, n_points: int):
+def lsa_mode_probe(config, task):
     """probe/mode_progress/<i>, probe/conserved, probe/pq_norm, probe/eigen_overlap/kq_x/<i>,
-    probe/route/*."""
+    probe/route/*, in the eigenbasis of the task's covariance."""
+    eigenvalues, rotation, n_points = task.eigenvalues, task.rotation, config.task.n_points
 
     @torch.no_grad()
     def probe(ctx) -> dict[str, torch.Tensor]:
@@ -133,7 +134,7 @@ def lsa_mode_probe(eigenvalues, rotation, n_points: int):
     return probe
 
 
-def spectral_probe(k: int = 2):
+def spectral_probe(config, task, k: int = 2):
     """probe/erank/<m>, probe/stable_rank/<m>, probe/sv/<m>/<j> (j < k) for every 2-D parameter
     and for kq_x. The overlaps need the final checkpoint: see `overlap_rows`."""
 

@@ -34,7 +34,7 @@ ESTIMATOR_PROMPTS = 100_000                      # DESIGN: ≥ 10⁵ held-out pr
 DIAGNOSTIC_PROMPTS = 100_000                     # projected and per-task losses at the last record
 
 
-def semi_singular_probe():
+def semi_singular_probe(config, task):
     """probe/omega/<h>/<i>, probe/mu/<h>/<i>, probe/head_specialisation/<h>, probe/off_decomposable[_relative]."""
 
     @torch.no_grad()
@@ -55,7 +55,7 @@ def semi_singular_probe():
     return probe
 
 
-def projected_loss_probe():
+def projected_loss_probe(config, task):
     """probe/projected_loss: held-out loss of the decomposable projection of (W, U) (E,)."""
     import copy
 
@@ -75,7 +75,7 @@ def projected_loss_probe():
     return probe
 
 
-def task_loss_probe():
+def task_loss_probe(config, task):
     """probe/task_loss/<i>: each task's ½·squared error at the query on the held-out prompts (E,)."""
 
     @torch.no_grad()
@@ -104,7 +104,7 @@ def attention_stats(model, batch) -> dict[str, torch.Tensor]:
     }
 
 
-def attention_probe():
+def attention_probe(config, task):
     """probe/score_scale/<h>, probe/max_attention/<h>, probe/attention_spread/<h>."""
 
     @torch.no_grad()
@@ -130,7 +130,7 @@ def estimator_predictions(task, batch) -> dict[str, torch.Tensor]:
     }
 
 
-def estimator_probe(task, chunk: int = 20_000):
+def estimator_probe(config, task, chunk: int = 20_000):
     """baseline/<estimator> and probe/pred_rel_diff/<estimator> on the held-out prompts, last record only.
 
     Summed over chunks of `chunk` prompts (float64 copies of 10⁵ prompts would take ~1 GB)."""

@@ -7,12 +7,13 @@ import torch
 ALIGNMENT_PROMPTS = {False: 2048, True: 8192}  # during training / at the last record
 
 
-def baseline_probe(task, names):
+def baseline_probe(config, task, names=None):
     """baseline/<name>: each estimator's loss (½·MSE at the query) on the held-out prompts.
+    `names`: the task's own estimators (`Task.estimators`) unless the experiment narrows them.
     Estimators do not train, so this is measured at the last record only."""
     from icldyn.estimators import ESTIMATORS
 
-    estimators = {n: ESTIMATORS[n](task) for n in names}
+    estimators = {n: ESTIMATORS[n](task) for n in (task.estimators if names is None else names)}
 
     @torch.no_grad()
     def probe(ctx):
@@ -25,7 +26,7 @@ def baseline_probe(task, names):
     return probe
 
 
-def alignment_probe(task, name: str):
+def alignment_probe(config, task, name: str):
     """probe/alignment/<name>/{preds_diff,model_diff,model_cos} against estimator `name`."""
     from icldyn.estimators import ESTIMATORS
     from icldyn.probes.alignment import alignment

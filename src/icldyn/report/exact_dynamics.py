@@ -70,7 +70,7 @@ def all_figures(run) -> list:
 # -- 1. loss and modes against the ODE -------------------------------------------------------------
 def dynamics_figure(run, roles):
     from icldyn.experiments.exact_dynamics import ode_applies, system_for
-    from icldyn.probes.phases import detect_plateaus
+    from icldyn.analysis.phases import detect_plateaus
 
     main = (roles.get("staged") or roles.get("sgd"))[0][1]
     sgd = roles.get("sgd", [(None, None)])[0][1] if "staged" in roles else None

@@ -204,7 +204,7 @@ def generalisation_figure(run, views):
                 rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
                 if rows.empty:
                     continue
-                g = rows.groupby("n_examples")["mse"].mean()
+                g = rows.groupby("x")["value"].mean()
                 a.plot(g.index, g.values, color=color, ls=ls, lw=2.2 if name == "model" else 1.3,
                        marker="o" if name == "model" else None, ms=4, label=label)
                 if name in ("model", "unigram"):
@@ -241,10 +241,10 @@ def full_figures(run, views):
         found = plateau_then_emergence(t, y)
         if found["plateau"]:
             s, e, _ = found["plateau"]
-            a.axvspan(s, e, color=PALETTE[7], alpha=0.15, lw=0, label="plateau (probes.phases)")
+            a.axvspan(s, e, color=PALETTE[7], alpha=0.15, lw=0, label="plateau (analysis.phases)")
         if found["drop"]:
             s, e, _, _ = found["drop"]
-            a.axvspan(s, e, color=PALETTE[3], alpha=0.15, lw=0, label="drop (probes.phases)")
+            a.axvspan(s, e, color=PALETTE[3], alpha=0.15, lw=0, label="drop (analysis.phases)")
         # below the axes: inside, it covers the plateau band at early times
         a.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
         a.set_title("full model: loss on a log time axis", fontsize=10)

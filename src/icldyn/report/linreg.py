@@ -55,7 +55,7 @@ def lsa_overview(run, views):
         plot_error_curves(a, curves, order=order, styles=styles)
         a.axvline(c.task.n_points, color="grey", lw=0.8, ls=":")
         # linear axis: noiseless least squares is exactly 0 past d points and would flatten a log axis
-        zero = curves[curves["predictor"] == "zero"]["mse"]
+        zero = curves[curves["predictor"] == "zero"]["value"]
         a.set_ylim(0, 1.15 * float(zero.max()) if len(zero) else None)
         a.set_title(f"error vs context length (trained at N = {c.task.n_points})")
         a.legend(fontsize=7)
@@ -67,7 +67,7 @@ def gpt_overview(run):
     fig, ax = new_figure(1, 2, size=(5.5, 4.0))
     c = run.config
     curves = run.curves.copy()
-    curves["mse"] /= c.task.d
+    curves["value"] /= c.task.d
     curves["stderr"] /= c.task.d
     a = ax[0, 0]
     styles = {"gpt": {"color": "k", "lw": 2.2}, "ols": {"color": PALETTE[0], "ls": "--"},

@@ -39,7 +39,7 @@ def plot_error_curves(ax, curves: pd.DataFrame, order=None, styles=None):
         c = curves[curves["predictor"] == name]
         if c.empty:
             continue
-        g = c.groupby("n_examples").agg(mse=("mse", "mean"), se=("stderr", "mean"))
+        g = c.groupby("x").agg(mse=("value", "mean"), se=("stderr", "mean"))
         style = (styles or {}).get(name, {})
         ax.plot(g.index, g["mse"], label=name, color=style.get("color", PALETTE[i % 10]),
                 ls=style.get("ls", "-"), lw=style.get("lw", 1.5), marker=style.get("marker"))

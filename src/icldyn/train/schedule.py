@@ -28,22 +28,40 @@ def record_steps(total: int, n_records: int) -> list[int]:
     return sorted({0, total, *[int(s) for s in steps if s <= total]})
 
 
-def stage_lrs(train_config) -> np.ndarray:
-    """The learning rate of every update (steps,), as the Trainer applies it (stages included)."""
+def step_lr(train_config, step: int) -> float:
+    """The learning rate of update `step` (0-based) under `train_config`: its schedule, warm-up and
+    stages (each stage runs the schedule over its own steps with its own lr). The one rule the
+    Trainer applies and every clock below is built from."""
     tc = train_config
-    if not tc.stages:
-        return np.array([lr_at(k, tc.lr, tc.steps, tc.schedule, tc.warmup_steps) for k in range(tc.steps)])
-    out = []
-    for st in tc.stages:
-        out += [lr_at(k, st.lr or tc.lr, st.steps, tc.schedule, tc.warmup_steps) for k in range(st.steps)]
-    return np.array(out)
+    start = 0
+    for st in tc.stages or []:
+        if step < start + st.steps:
+            return lr_at(step - start, st.lr or tc.lr, st.steps, tc.schedule, tc.warmup_steps)
+        start += st.steps
+    return lr_at(step, tc.lr, tc.steps, tc.schedule, tc.warmup_steps)
+
+
+def learning_rates(train_config) -> np.ndarray:
+    """The learning rate of every update (steps,), as the Trainer applies it."""
+    return np.array([step_lr(train_config, k) for k in range(train_config.steps)], dtype=float)
+
+
+def clock(train_config) -> np.ndarray:
+    """The gradient-flow time before each update and at the end (steps + 1,): time[k] = Σ_{j<k} lr_j,
+    the `time` column of metrics.parquet (for a `train.lrs` ensemble, member i's time is this × lrs[i]/lr)."""
+    return np.concatenate([[0.0], np.cumsum(learning_rates(train_config))])
+
+
+def time_at(train_config, steps) -> np.ndarray:
+    """`time` at the given steps (after that many updates)."""
+    return clock(train_config)[np.asarray(steps, dtype=int)]
 
 
 def record_steps_in_time(train_config, n_records: int, t_min: float | None = None) -> list[int]:
     """Like `record_steps`, but log-spaced on the gradient-flow clock (time = Σ lr) from t_min
     (default: the first update's lr) to the end: for schedules whose lr changes by large factors
     (piecewise-constant stages), where log-spaced steps would leave gaps of whole decades of time."""
-    times = np.concatenate([[0.0], np.cumsum(stage_lrs(train_config))])  # time before update k
+    times = clock(train_config)  # time before update k
     total = len(times) - 1
     if total == 0:
         return record_steps(total, n_records)

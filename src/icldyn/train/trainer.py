@@ -14,36 +14,19 @@ from __future__ import annotations
 import math
 import time as wallclock
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from icldyn.errors import DivergedError, UsageError
+from icldyn.probes.base import Probe, RecordContext
 from icldyn.seeding import generator
 from icldyn.store import RunDir, load_checkpoint, save_checkpoint
 from icldyn.tasks.base import Batch
 from icldyn.train.optim import build_optimizer
-from icldyn.train.schedule import lr_at, record_steps
+from icldyn.train.schedule import record_steps, step_lr
 
 EVAL_CHUNK = 8192
-
-
-@dataclass
-class RecordContext:
-    """What a probe sees at a record step."""
-
-    step: int
-    time: float
-    model: torch.nn.Module
-    task: object
-    eval_batch: Batch
-    final: bool
-    seeds: Sequence[int]
-    cache: dict = field(default_factory=dict)  # probes may keep state across records here
-
-
-Probe = Callable[[RecordContext], dict[str, torch.Tensor]]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,11 +168,7 @@ class Trainer:
         return None
 
     def lr(self, step: int) -> float:
-        stage = self._stage_at(step)
-        if stage is None:
-            return lr_at(step, self.tc.lr, self.tc.steps, self.tc.schedule, self.tc.warmup_steps)
-        lo, hi, st = stage
-        return lr_at(step - lo, st.lr or self.tc.lr, hi - lo, self.tc.schedule, self.tc.warmup_steps)
+        return step_lr(self.tc, step)
 
     def _freeze_for(self, step: int) -> None:
         stage = self._stage_at(step)
