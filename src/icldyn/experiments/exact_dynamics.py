@@ -34,10 +34,12 @@ from scipy import stats
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, above, below
+from icldyn.models import ModelConfig
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.lsa_modes import X_BLOCK, lsa_mode_probe, modes_eigenvalues, overlap_rows, spectral_probe
 from icldyn.probes.phases import detect_drops, first_crossing
 from icldyn.store import load_checkpoint
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.train.schedule import record_steps_in_time
 from icldyn.theory.exact_dynamics import ReducedLSA, zfb_initial
@@ -75,9 +77,9 @@ STAGED_SCHEDULE = [(20.0, 0.005), (1000.0, 0.1)]
 
 class ExactDynamicsConfig(ExperimentConfig):
     experiment: Literal["linear-exact-dynamics"] = "linear-exact-dynamics"
-    task: LinearRegressionConfig = LinearRegressionConfig(d=3, n_points=20, covariance="anisotropic",
-                                                          eigenvalues=STAGED)
-    model: LSAConfig = LSAConfig(init="zfb", init_scale=1e-3)
+    task: TaskConfig = LinearRegressionConfig(d=3, n_points=20, covariance="anisotropic",
+                                              eigenvalues=STAGED)
+    model: ModelConfig = LSAConfig(init="zfb", init_scale=1e-3)
     train: TrainConfig = TrainConfig(optimizer="gd", gradient="population", n_records=150, checkpoint_every=5000,
                                      eval_prompts=20_000, eval_prompts_during=4096, **piecewise(STAGED_SCHEDULE))
     role: Role = Field(default="all", description="all: every run below as variants; else this run's role")

@@ -42,9 +42,11 @@ from pydantic import Field
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.errors import UsageError
 from icldyn.experiments.base import Claim, Experiment, run_views
+from icldyn.models import ModelConfig
 from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
                                      InductionSimplifiedConfig, token_loss)
 from icldyn.probes.induction import LOSSES, gih_with_a, induction_probe
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
@@ -98,8 +100,8 @@ def _contiguous(batch):
 # -- configs ---------------------------------------------------------------------------------------
 class InductionNgramConfig(ExperimentConfig):
     experiment: Literal["induction-ngram"] = "induction-ngram"
-    task: NgramMarkovConfig = NgramMarkovConfig()
-    model: InductionSimplifiedConfig = InductionSimplifiedConfig(**FLAT_RPE)
+    task: TaskConfig = NgramMarkovConfig()
+    model: ModelConfig = InductionSimplifiedConfig(**FLAT_RPE)
     train: TrainConfig = TrainConfig(optimizer="gd", lr=1.0, steps=3000, batch_size=9000, dataset_size=9000,
                                      n_records=40, eval_prompts=4000, eval_prompts_during=1000,
                                      checkpoint_every=1000)
@@ -113,7 +115,7 @@ class InductionNgramConfig(ExperimentConfig):
 
 class InductionFullExpConfig(InductionNgramConfig):
     experiment: Literal["induction-full"] = "induction-full"
-    model: InductionFullConfig = InductionFullConfig(**FLAT_RPE)
+    model: ModelConfig = InductionFullConfig(**FLAT_RPE)
     train: TrainConfig = TrainConfig(optimizer="gd", lr=1e-3, steps=3000, batch_size=9000, dataset_size=9000,
                                      n_records=50, eval_prompts=4000, eval_prompts_during=1000,
                                      checkpoint_every=1000)

@@ -17,9 +17,11 @@ import torch
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
 from icldyn.experiments.base import Claim, Experiment, above, below, run_views
+from icldyn.models import ModelConfig
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.lsa import effective_matrix_probe
 from icldyn.probes.regression import alignment_probe, baseline_probe
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.base import Batch
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.theory import linear_regression as theory
@@ -30,8 +32,8 @@ SOURCE_VO = "von Oswald et al. 2022, Prop. 1 and Fig. 2 (alignment)"
 
 class LinRegLSAConfig(ExperimentConfig):
     experiment: Literal["linreg-lsa"] = "linreg-lsa"
-    task: LinearRegressionConfig = LinearRegressionConfig(d=5, n_points=20, covariance="anisotropic")
-    model: LSAConfig = LSAConfig()
+    task: TaskConfig = LinearRegressionConfig(d=5, n_points=20, covariance="anisotropic")
+    model: ModelConfig = LSAConfig()
     train: TrainConfig = TrainConfig(optimizer="gd", lr=0.05, steps=12_000, gradient="population")
     align_with: str = "preconditioned_gd"
     sampled_check: bool = True  # also train on sampled prompts (a second run)
