@@ -175,6 +175,12 @@ def _sub_model(cls: type[BaseModel], head: str, value: Any) -> type[BaseModel] |
     return sub if isinstance(sub, type) and issubclass(sub, BaseModel) else None
 
 
+def _closest_key(key: str, valid: list[str]) -> str:
+    """' (did you mean X?)': a key differing only in case first (`task.k` → `task.K`), else the closest."""
+    same = [v for v in valid if v.lower() == key.lower()]
+    return f" (did you mean {same[0]!r}?)" if same else closest(key, valid)
+
+
 def _check_path(cls: type[BaseModel], path: list[str], full: str, data: dict | None = None) -> None:
     """Raise a UsageError naming the valid keys if `path` is not a field path of `cls`.
 
@@ -188,7 +194,7 @@ def _check_path(cls: type[BaseModel], path: list[str], full: str, data: dict | N
         tag = (data or {}).get("name")
         here = f" of {prefix[:-1]} {tag!r}" if prefix and isinstance(tag, str) else " here"
         raise UsageError(
-            f"unknown config key {full!r}{closest(prefix + head, valid)}; valid keys{here}: {', '.join(valid)}"
+            f"unknown config key {full!r}{_closest_key(prefix + head, valid)}; valid keys{here}: {', '.join(valid)}"
         )
     if len(path) > 1:
         value = (data or {}).get(head)
