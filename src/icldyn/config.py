@@ -221,7 +221,7 @@ def _switch(cls: type[BaseModel], path: list[str], full: str, data: dict, value:
             members = _union_members(info.annotation, info.discriminator)
             if members is None or path[-1] != info.discriminator:
                 return False
-            if value not in members:
+            if not isinstance(value, str) or value not in members:
                 given = value if isinstance(value, str) else str(value)
                 raise UsageError(f"config key {full!r}: unknown {head} {value!r}{closest(given, members)}; "
                                  f"known: {', '.join(sorted(members))}")
@@ -236,8 +236,9 @@ def _switch(cls: type[BaseModel], path: list[str], full: str, data: dict, value:
 
 
 def _drop_resolved(config: BaseModel, data: dict, keep: set[str], prefix: str = "") -> None:
-    """Remove from `data` (the dump of `config`) every field a block's rule derived, except the
-    dotted paths in `keep` and those under them, so validation derives them again."""
+    """Remove from `data` (the dump of `config`) every field a block's rule derived, so validation
+    derives it again from the new values; not a field named in `keep` (the overridden keys), nor
+    anything in a block that `keep` replaces whole."""
     for name in type(config).model_fields:
         value = getattr(config, name)
         path = prefix + name
@@ -246,6 +247,8 @@ def _drop_resolved(config: BaseModel, data: dict, keep: set[str], prefix: str = 
                 if f"{path}.{key}" not in keep:
                     data[name].pop(key, None)
             _drop_resolved(value, data[name], keep, path + ".")
+
+
 def _shown_loc(cls: type[BaseModel] | None, loc: tuple) -> str:
     """The dotted field of an error's loc, without validator names and without the union member
     tag pydantic inserts after a union field (`task.linear-regression.d` → `task.d`)."""
