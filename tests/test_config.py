@@ -64,3 +64,116 @@ def test_every_preset_validates():
             exp.config(preset)
     with pytest.raises(UsageError, match="allowed: quick, paper"):
         EXPERIMENTS["linreg-lsa"].config("huge")
+
+
+# -- task/model unions, resolved defaults, old configs -------------------------------------------
+
+def test_task_name_switch_validates_and_checks_subkeys_against_the_new_task(tmp_path):
+    from icldyn.tasks.structured_features import StructuredFeaturesConfig
+
+    # the sub-key may come before the switch: the switch is applied first
+    cfg = apply_overrides(quick(), ["task.K=3", "task.name=structured-features", "task.n_points=30"])
+    assert isinstance(cfg.task, StructuredFeaturesConfig)
+    assert (cfg.task.K, cfg.task.n_points) == (3, 30)
+    assert cfg.task.d == StructuredFeaturesConfig().d  # the rest: the new task's defaults
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    assert config_from_yaml(tmp_path / "config.yaml") == cfg
+    assert cfg.config_hash() != quick().config_hash()
+    # switching to the same name changes nothing
+    assert apply_overrides(quick(), {"task.name": "linear-regression"}) == quick()
+    gpt = apply_overrides(quick(), {"model.name": "gpt", "model.width": 16})
+    assert gpt.model.name == "gpt" and gpt.model.width == 16
+
+
+@pytest.mark.parametrize("overrides, hint, task", [
+    ({"task.eigenvalue": [1]}, "task.eigenvalues", "linear-regression"),
+    ({"task.name": "structured-features", "task.k": 3}, "task.K", "structured-features"),
+    ({"task.name": "structured-features", "task.eigenvalues": [1]}, None, "structured-features"),
+])
+def test_unknown_subkey_of_a_union_names_the_closest_key_of_the_selected_member(overrides, hint, task):
+    with pytest.raises(UsageError) as err:
+        apply_overrides(quick(), overrides)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("unknown config key 'task.")
+    assert f"valid keys of task '{task}'" in msg
+    if hint:
+        assert f"did you mean '{hint}'" in msg
+
+
+def test_unknown_task_name_names_the_closest_task():
+    with pytest.raises(UsageError, match="unknown task 'structured-feature' \\(did you mean 'structured-features'"):
+        apply_overrides(quick(), {"task.name": "structured-feature"})
+
+
+def test_validation_errors_name_the_field_without_the_union_tag():
+    with pytest.raises(UsageError, match=r"^invalid config: model\.init_scale: "):
+        apply_overrides(quick(), {"model.init_scale": -1})
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("quick", {}), ("paper", {}), ("quick", {"task.covariance": "rotated", "task.d": 3}),
+])
+def test_dumped_eigenvalues_are_the_ones_the_task_samples_with(tmp_path, preset, overrides):
+    import torch
+    import yaml
+
+    from icldyn.tasks import build_task
+
+    cfg = EXPERIMENTS["linreg-lsa"].config(preset, overrides)
+    dumped = yaml.safe_load(cfg.to_yaml())["task"]["eigenvalues"]
+    assert dumped is not None and len(dumped) == cfg.task.d
+    task = build_task(cfg.task)
+    assert torch.equal(torch.tensor(dumped, dtype=torch.float64), task.eigenvalues)  # bit for bit
+    spectrum = torch.linalg.eigvalsh(task.covariance).flip(0)
+    assert torch.allclose(spectrum, torch.tensor(sorted(dumped, reverse=True), dtype=torch.float64))
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    assert config_from_yaml(tmp_path / "config.yaml").config_hash() == cfg.config_hash()
+
+
+def test_resolved_eigenvalues_follow_d_and_covariance_but_given_ones_stay(tmp_path):
+    cfg = quick()
+    assert len(cfg.task.eigenvalues) == 5 and cfg.task.eigenvalues[-1] == pytest.approx(0.1)
+    assert apply_overrides(cfg, {"task.d": 3}).task.eigenvalues == cfg.task.model_copy(update={"d": 3}).default_eigenvalues()
+    assert apply_overrides(cfg, {"task.covariance": "isotropic"}).task.eigenvalues is None
+    # a reloaded config.yaml holds λ explicitly; it still follows task.d as the rule's values
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    assert len(apply_overrides(config_from_yaml(tmp_path / "config.yaml"), {"task.d": 4}).task.eigenvalues) == 4
+    given = apply_overrides(cfg, {"task.eigenvalues": [1, 1, 1, 1, 0.5]})
+    assert apply_overrides(given, {"train.lr": 0.01}).task.eigenvalues == [1, 1, 1, 1, 0.5]
+    with pytest.raises(UsageError, match="task.eigenvalues has 5 entries but task.d is 3"):
+        apply_overrides(given, {"task.d": 3})
+
+
+def test_old_config_with_retired_keys_loads_with_a_note_each():
+    from icldyn.config import build, upgrade_config_dict
+
+    cfg = quick()
+    old = cfg.model_dump(mode="json")
+    old["retired_flag"] = True
+    old["task"]["old_knob"] = 3
+    old["train"]["old_schedule_arg"] = 0.5
+    with pytest.raises(UsageError, match="old_knob"):
+        build(type(cfg), old)
+    data, notes = upgrade_config_dict(old)
+    assert "old_knob" in old["task"]  # the input is not changed
+    assert build(type(cfg), data) == cfg
+    assert len(notes) == 3
+    for key in ("retired_flag", "task.old_knob", "train.old_schedule_arg"):
+        assert sum(f" {key} " in n for n in notes) == 1, (key, notes)
+    assert upgrade_config_dict(cfg.model_dump(mode="json")) == (cfg.model_dump(mode="json"), [])
+
+
+def test_upgrade_checks_a_union_block_against_its_own_member():
+    from icldyn.config import upgrade_config_dict
+
+    cfg = apply_overrides(quick(), {"task.name": "structured-features"})
+    old = cfg.model_dump(mode="json")
+    old["task"]["eigenvalues"] = None  # a linear-regression key, not one of structured-features
+    data, notes = upgrade_config_dict(old)
+    assert "eigenvalues" not in data["task"] and len(notes) == 1 and "task.eigenvalues" in notes[0]
+
+
+def test_unions_add_nothing_to_the_hashed_dump():
+    cfg = quick()
+    assert set(cfg.model_dump()) == {"experiment", "preset", "seed", "n_seeds", "eval_seed", "device", "task",
+                                     "model", "train", "align_with", "sampled_check"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from icldyn.config import build, load_yaml
+from icldyn.config import build, load_yaml, upgrade_config_dict
 from icldyn.errors import UsageError
 from icldyn.registry import Registry
 
@@ -26,10 +27,17 @@ def _register_all() -> None:
 
 
 def config_from_dict(data: dict):
-    """Type a raw config (a run directory's config.yaml) by its experiment's config class."""
+    """Type a raw config (a run directory's config.yaml) by its experiment's config class.
+
+    A config written by an older icldyn may hold keys that have since been retired: they are
+    dropped with a warning each (`upgrade_config_dict`), so old run directories stay loadable."""
     if not isinstance(data, dict) or "experiment" not in data:
         raise UsageError("not an icldyn config (no 'experiment' key)")
-    return build(EXPERIMENTS[data["experiment"]].config_class, data)
+    cls = EXPERIMENTS[data["experiment"]].config_class
+    data, notes = upgrade_config_dict(data, cls)
+    for note in notes:
+        warnings.warn(f"old config: {note}", UserWarning, stacklevel=2)
+    return build(cls, data)
 
 
 def config_from_yaml(path: Path):

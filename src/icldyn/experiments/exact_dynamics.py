@@ -35,11 +35,13 @@ from scipy import stats
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
+from icldyn.models import ModelConfig
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes import build_probes
 from icldyn.probes.lsa_modes import X_BLOCK, modes_eigenvalues, overlap_rows
 from icldyn.analysis.phases import detect_drops, first_crossing
 from icldyn.store import load_checkpoint
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.train.schedule import record_steps_in_time
 from icldyn.theory.exact_dynamics import ReducedLSA, zfb_initial
@@ -77,9 +79,9 @@ STAGED_SCHEDULE = [(20.0, 0.005), (1000.0, 0.1)]
 
 class ExactDynamicsConfig(ExperimentConfig):
     experiment: Literal["linear-exact-dynamics"] = "linear-exact-dynamics"
-    task: LinearRegressionConfig = LinearRegressionConfig(d=3, n_points=20, covariance="anisotropic",
-                                                          eigenvalues=STAGED)
-    model: LSAConfig = LSAConfig(init="zfb", init_scale=1e-3)
+    task: TaskConfig = LinearRegressionConfig(d=3, n_points=20, covariance="anisotropic",
+                                              eigenvalues=STAGED)
+    model: ModelConfig = LSAConfig(init="zfb", init_scale=1e-3)
     train: TrainConfig = TrainConfig(optimizer="gd", gradient="population", n_records=150, checkpoint_every=5000,
                                      eval_prompts=20_000, eval_prompts_during=4096, **piecewise(STAGED_SCHEDULE))
     role: Role = Field(default="all", description="all: every run below as variants; else this run's role")

@@ -61,6 +61,8 @@ from icldyn.experiments.base import Experiment
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
 from icldyn.analysis import phases
 from icldyn.probes import build_probes
+from icldyn.models import ModelConfig
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.structured_features import StructuredFeaturesConfig
 from icldyn.theory import structured_features as theory
 from icldyn.train.schedule import lr_at, record_steps_in_time
@@ -97,8 +99,8 @@ class SweepShorthand(Strict):
 
 class FeatureConvergenceConfig(ExperimentConfig):
     experiment: Literal["feature-convergence"] = "feature-convergence"
-    task: StructuredFeaturesConfig = StructuredFeaturesConfig(d=5, K=5, n_points=100, balance="balanced")
-    model: SoftmaxAttentionConfig = SoftmaxAttentionConfig()
+    task: TaskConfig = StructuredFeaturesConfig(d=5, K=5, n_points=100, balance="balanced")
+    model: ModelConfig = SoftmaxAttentionConfig()
     train: TrainConfig = TrainConfig(optimizer="gd", lr=10.0, steps=500, warmup_steps=100, batch_size=4096,
                                      n_records=60, eval_prompts=100_000, eval_prompts_during=8192,
                                      checkpoint_every=200)

@@ -48,6 +48,8 @@ from icldyn.models.induction import (InductionFull, InductionFullConfig, Inducti
                                      InductionSimplifiedConfig, token_loss)
 from icldyn.probes import build_probes
 from icldyn.probes.induction import LOSSES, gih_with_a
+from icldyn.models import ModelConfig
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
@@ -101,8 +103,8 @@ def _contiguous(batch):
 # -- configs ---------------------------------------------------------------------------------------
 class InductionNgramConfig(ExperimentConfig):
     experiment: Literal["induction-ngram"] = "induction-ngram"
-    task: NgramMarkovConfig = NgramMarkovConfig()
-    model: InductionSimplifiedConfig = InductionSimplifiedConfig(**FLAT_RPE)
+    task: TaskConfig = NgramMarkovConfig()
+    model: ModelConfig = InductionSimplifiedConfig(**FLAT_RPE)
     train: TrainConfig = TrainConfig(optimizer="gd", lr=1.0, steps=3000, batch_size=9000, dataset_size=9000,
                                      n_records=40, eval_prompts=4000, eval_prompts_during=1000,
                                      checkpoint_every=1000)
@@ -116,7 +118,7 @@ class InductionNgramConfig(ExperimentConfig):
 
 class InductionFullExpConfig(InductionNgramConfig):
     experiment: Literal["induction-full"] = "induction-full"
-    model: InductionFullConfig = InductionFullConfig(**FLAT_RPE)
+    model: ModelConfig = InductionFullConfig(**FLAT_RPE)
     train: TrainConfig = TrainConfig(optimizer="gd", lr=1e-3, steps=3000, batch_size=9000, dataset_size=9000,
                                      n_records=50, eval_prompts=4000, eval_prompts_during=1000,
                                      checkpoint_every=1000)

@@ -15,6 +15,8 @@ from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
 from icldyn.models.gpt import GPT, GPTConfig
 from icldyn.probes import build_probes
+from icldyn.models import ModelConfig
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 
 SOURCE = "Garg et al. 2022, Fig. 2 (error vs in-context examples)"
@@ -28,8 +30,8 @@ class LinRegGPTConfig(ExperimentConfig):
     which is what lets the claim run on a CPU in minutes. The paper preset keeps GPT-2's init."""
 
     experiment: Literal["linreg-gpt"] = "linreg-gpt"
-    task: LinearRegressionConfig = LinearRegressionConfig(d=5, n_points=10)
-    model: GPTConfig = GPTConfig(n_layers=3, n_heads=2, width=32, init_std=0.2)
+    task: TaskConfig = LinearRegressionConfig(d=5, n_points=10)
+    model: ModelConfig = GPTConfig(n_layers=3, n_heads=2, width=32, init_std=0.2)
     train: TrainConfig = TrainConfig(optimizer="adam", lr=2e-3, steps=16_000, batch_size=64, schedule="cosine",
                                      warmup_steps=200, eval_prompts=100_000, eval_prompts_during=2048,
                                      n_records=30, checkpoint_every=2000)

@@ -21,6 +21,8 @@ from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes import build_probes
+from icldyn.models import ModelConfig
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.base import Batch
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 from icldyn.theory import linear_regression as theory
@@ -31,8 +33,8 @@ SOURCE_VO = "von Oswald et al. 2022, Prop. 1 and Fig. 2 (alignment)"
 
 class LinRegLSAConfig(ExperimentConfig):
     experiment: Literal["linreg-lsa"] = "linreg-lsa"
-    task: LinearRegressionConfig = LinearRegressionConfig(d=5, n_points=20, covariance="anisotropic")
-    model: LSAConfig = LSAConfig()
+    task: TaskConfig = LinearRegressionConfig(d=5, n_points=20, covariance="anisotropic")
+    model: ModelConfig = LSAConfig()
     train: TrainConfig = TrainConfig(optimizer="gd", lr=0.05, steps=12_000, gradient="population")
     align_with: str = "preconditioned_gd"
     sampled_check: bool = True  # also train on sampled prompts (a second run)

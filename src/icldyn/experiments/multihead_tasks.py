@@ -76,6 +76,8 @@ from icldyn.experiments.base import Experiment
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.probes import build_probes
 from icldyn.analysis.phases import detect_drops, detect_plateaus, first_crossing
+from icldyn.models import ModelConfig
+from icldyn.tasks import TaskConfig
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig
 from icldyn.theory import multihead as mh
 
@@ -87,8 +89,8 @@ CONVERGED_SLOPE = 0.3      # |d ln loss / d ln t| below this at the end: no drop
 
 class MultiheadTasksConfig(ExperimentConfig):
     experiment: Literal["multihead-tasks"] = "multihead-tasks"
-    task: MultitaskRegressionConfig = MultitaskRegressionConfig(d0=4, n_tasks=2, n_points=80)
-    model: MultiheadAttentionConfig = MultiheadAttentionConfig(n_heads=2, n_tasks=2)
+    task: TaskConfig = MultitaskRegressionConfig(d0=4, n_tasks=2, n_points=80)
+    model: ModelConfig = MultiheadAttentionConfig(n_heads=2, n_tasks=2)
     train: TrainConfig = TrainConfig(optimizer="gd", lr=1.0, schedule="cosine", warmup_steps=40, steps=800,
                                      batch_size=1024, dataset_size=None, n_records=50, checkpoint_every=800,
                                      eval_prompts=100_000)

@@ -17,3 +17,10 @@ MODELS.register("multihead-attention", (MultiheadAttentionConfig, MultiheadAtten
 MODELS.register("softmax-attention", (SoftmaxAttentionConfig, SoftmaxAttention))
 
 __all__ = ["EnsembleModel", "MODELS"]
+
+
+# The union of the registered model configs, selected by `name` (`--set model.name=gpt`).
+from icldyn.config import config_union  # noqa: E402
+
+ModelConfig = config_union(MODELS)
+__all__ += ["ModelConfig"]

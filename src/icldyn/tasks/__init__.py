@@ -1,5 +1,6 @@
-"""Task registry: name → (config class, task class)."""
+"""Task registry: name → (config class, task class), and `TaskConfig`, the union of the configs."""
 
+from icldyn.config import config_union
 from icldyn.registry import Registry
 from icldyn.tasks.base import Batch, Task
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
@@ -13,6 +14,9 @@ TASKS.register("ngram-markov", (NgramMarkovConfig, NgramMarkovTask))
 TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegressionTask))
 TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
 
+# The union of the registered task configs, selected by `name` (`--set task.name=...`).
+TaskConfig = config_union(TASKS)
+
 
 def build_task(config, dtype=None) -> Task:
     import torch
@@ -21,4 +25,4 @@ def build_task(config, dtype=None) -> Task:
     return cls(config, dtype or torch.float32)
 
 
-__all__ = ["Batch", "Task", "TASKS", "build_task"]
+__all__ = ["Batch", "Task", "TASKS", "TaskConfig", "build_task"]

@@ -79,19 +79,33 @@ class LinearRegressionConfig(Strict):
                 raise ValueError(f"task.eigenvalues has {len(self.eigenvalues)} entries but task.d is {self.d}")
             if min(self.eigenvalues) <= 0:
                 raise ValueError("task.eigenvalues must all be > 0")
+        elif self.covariance != "isotropic":
+            # config.yaml holds the λ used: the rule's values, not `null` (not a user's setting,
+            # so it stays out of model_fields_set; set without re-validating the block)
+            self.__dict__["eigenvalues"] = self.default_eigenvalues()
         return self
 
     @property
     def test_points(self) -> int:
         return self.n_test_points or self.n_points
 
+    def default_eigenvalues(self) -> list[float] | None:
+        """λ when none are given: geometric from 1 down to 0.1 for anisotropic/rotated, None
+        (λ = 1) for isotropic."""
+        if self.covariance == "isotropic":
+            return None
+        return [0.1 ** (i / max(self.d - 1, 1)) for i in range(self.d)]
+
+    def resolved_defaults(self) -> dict:
+        rule = self.default_eigenvalues()
+        return {"eigenvalues": rule} if rule is not None and self.eigenvalues == rule else {}
+
     def eigenvalue_list(self) -> list[float]:
-        """λ of Σ: given, or 1 for isotropic, or geometric from 1 down to 0.1 for anisotropic."""
+        """λ of Σ: 1 for isotropic (`eigenvalues` is then not used), else `eigenvalues` (given, or
+        resolved at validation by `default_eigenvalues`)."""
         if self.covariance == "isotropic":
             return [1.0] * self.d
-        if self.eigenvalues is not None:
-            return list(self.eigenvalues)
-        return [0.1 ** (i / max(self.d - 1, 1)) for i in range(self.d)]
+        return list(self.eigenvalues)
 
 
 class LinearRegressionTask(Task):
