@@ -34,7 +34,7 @@ from scipy import stats
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, above, below
-from icldyn.models.lsa import LSA, LSAConfig
+from icldyn.models.lsa import LSAConfig
 from icldyn.probes.lsa_modes import X_BLOCK, lsa_mode_probe, modes_eigenvalues, overlap_rows, spectral_probe
 from icldyn.probes.phases import detect_drops, first_crossing
 from icldyn.store import load_checkpoint
@@ -173,9 +173,6 @@ class ExactDynamics(Experiment):
 
     def dtype(self, config) -> torch.dtype:
         return torch.float64 if config.float64 else torch.float32
-
-    def build_model(self, config, task, seeds):
-        return LSA(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def probes(self, config, task):
         return [lsa_mode_probe(task.eigenvalues, task.rotation, config.task.n_points),

@@ -56,7 +56,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from icldyn.config import ExperimentConfig, Strict, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, above, below, run_views
-from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
+from icldyn.models.softmax_attention import SoftmaxAttentionConfig
 from icldyn.probes import phases
 from icldyn.probes.features import feature_probe
 from icldyn.tasks.structured_features import StructuredFeaturesConfig
@@ -262,9 +262,6 @@ class FeatureConvergence(Experiment):
             for K in config.scaling_K:
                 out[f"K={K}"] = scaling_overrides(config, K)
         return out or None
-
-    def build_model(self, config, task, seeds):
-        return SoftmaxAttention(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def record_steps(self, config):
         return run_records(config)

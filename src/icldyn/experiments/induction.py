@@ -42,8 +42,7 @@ from pydantic import Field
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.errors import UsageError
 from icldyn.experiments.base import Claim, Experiment, run_views
-from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
-                                     InductionSimplifiedConfig, token_loss)
+from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig, token_loss
 from icldyn.probes.induction import LOSSES, gih_with_a, induction_probe
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
 
@@ -181,10 +180,6 @@ class InductionNgram(Experiment):
 
     def build_task(self, config):
         return NgramSplitTask(config.task, self.dtype(config), config.train.dataset_size, config.validation_size)
-
-    def build_model(self, config, task, seeds):
-        cls = InductionFull if isinstance(config.model, InductionFullConfig) else InductionSimplified
-        return cls(config.model, config.task, seeds, dtype=self.dtype(config))
 
     def variants(self, config):
         if not config.compare_losses:

@@ -12,7 +12,7 @@ import torch
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
 from icldyn.experiments.base import Claim, Experiment, above, below
-from icldyn.models.gpt import GPT, GPTConfig
+from icldyn.models.gpt import GPTConfig
 from icldyn.probes.regression import baseline_probe
 from icldyn.tasks.linear_regression import LinearRegressionConfig
 
@@ -48,10 +48,6 @@ class LinRegGPT(Experiment):
                   "train.steps": 500_000, "train.batch_size": 64, "train.n_records": 60,
                   "train.checkpoint_every": 10_000},
     }
-
-    def build_model(self, config, task, seeds):
-        points = max(config.task.n_points, config.task.test_points) + 1
-        return GPT(config.model, config.task.d, seeds, dtype=self.dtype(config), max_points=points)
 
     def probes(self, config, task):
         return [baseline_probe(task, ("zero", "averaging", "ols", "ridge"))]

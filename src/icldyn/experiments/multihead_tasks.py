@@ -71,7 +71,7 @@ from pydantic import Field
 
 from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.experiments.base import Claim, Experiment, run_views
-from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
+from icldyn.models.multihead_attention import MultiheadAttentionConfig
 from icldyn.probes.multihead import (attention_probe, estimator_probe, projected_loss_probe, semi_singular_probe,
                                     task_loss_probe)
 from icldyn.probes.phases import detect_drops, detect_plateaus, first_crossing
@@ -157,7 +157,9 @@ class MultiheadTasks(Experiment):
         return out
 
     def build_model(self, config, task, seeds):
-        model = MultiheadAttention.for_task(config.model, task, seeds, dtype=self.dtype(config))
+        # `head_signs` is an experiment field (stored configs and the claims read it there), so
+        # the sign flip of the registry-built model stays here rather than in the model config.
+        model = super().build_model(config, task, seeds)
         if config.head_signs == "alternating":
             sign = torch.tensor([(-1.0) ** h for h in range(config.model.n_heads)], dtype=self.dtype(config))
             with torch.no_grad():
