@@ -8,6 +8,7 @@ import torch
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.alignment import alignment, sensitivities
 from icldyn.tasks.base import Batch
+from icldyn.tasks.linear_regression import LinearRegressionConfig
 
 F64 = torch.float64
 
@@ -33,7 +34,7 @@ def gd_one_step(eta):
 
 def _lsa(d, seeds, pv_last_row, kq_block):
     """A one-layer LSA with the given y-row of W^PV (E, d+1) and x-block of W^KQ (E, d, d)."""
-    model = LSA(LSAConfig(), d, seeds=seeds, dtype=F64)
+    model = LSA(LSAConfig(), LinearRegressionConfig(d=d), seeds=seeds, dtype=F64)
     with torch.no_grad():
         model.w_pv[0].zero_()
         model.w_kq[0].zero_()
@@ -95,7 +96,7 @@ def test_full_attention_model_sensitivity_by_finite_differences():
     """A model with every LSA block non-zero (query column feeds the gram too): autograd g
     against central finite differences in x_q."""
     d = 2
-    model = LSA(LSAConfig(init="gaussian", init_scale=0.5), d, seeds=[4], dtype=F64)
+    model = LSA(LSAConfig(init="gaussian", init_scale=0.5), LinearRegressionConfig(d=d), seeds=[4], dtype=F64)
     batch = _batch(E=1, B=8, d=d, n=4, seed=5)
     _, sens = sensitivities(model, batch)
     eps = 1e-6

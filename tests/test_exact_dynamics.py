@@ -20,7 +20,7 @@ def train_gd(lr: float, t_end: float, sigma0: float, every: float = 0.5):
     """Plain GD on the LSA's exact population loss; records at t = k·lr on a grid of `every`."""
     task = LinearRegressionTask(LinearRegressionConfig(d=3, n_points=N, covariance="anisotropic",
                                                        eigenvalues=STAGED), dtype=torch.float64)
-    model = LSA(LSAConfig(init="zfb", init_scale=sigma0), d=3, seeds=[0], dtype=torch.float64)
+    model = LSA(LSAConfig(init="zfb", init_scale=sigma0), LinearRegressionConfig(d=3), seeds=[0], dtype=torch.float64)
     gamma = torch.tensor(ReducedLSA(STAGED, N).gamma)
     params = list(model.parameters())
     steps, rec = int(round(t_end / lr)), int(round(every / lr))
@@ -46,7 +46,7 @@ def gd_runs():
 
 
 def test_zfb_initial_matches_the_lsa_init():
-    model = LSA(LSAConfig(init="zfb", init_scale=0.3), d=4, seeds=[0], dtype=torch.float64)
+    model = LSA(LSAConfig(init="zfb", init_scale=0.3), LinearRegressionConfig(d=4), seeds=[0], dtype=torch.float64)
     v0, u0 = zfb_initial(0.3, 4)
     assert model.w_pv[0][0, 4, 4].item() == pytest.approx(v0)
     np.testing.assert_allclose(torch.diagonal(model.w_kq[0][0, :4, :4]).detach().numpy(), u0, rtol=1e-12)

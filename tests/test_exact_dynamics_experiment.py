@@ -58,7 +58,7 @@ def frozen_run(tmp_path_factory):
 def test_effective_map_is_the_part_of_the_prediction_linear_in_h():
     d, n = 3, 7
     task = LinearRegressionTask(LinearRegressionConfig(d=d, n_points=n, covariance="anisotropic"), dtype=torch.float64)
-    model = LSA(LSAConfig(init="gaussian", init_scale=0.5), d, [0, 1], dtype=torch.float64)
+    model = LSA(LSAConfig(init="gaussian", init_scale=0.5), LinearRegressionConfig(d=d), [0, 1], dtype=torch.float64)
     b = task.eval_batch(64, 3)
     with torch.no_grad():
         pred = model(b)[..., 0]                                          # (E, B)
@@ -94,7 +94,7 @@ def test_conserved_quantity_identity_for_one_minibatch_sgd_step():
     """ŷ is bilinear in (p, Q): C = ‖p‖² − ‖Q‖² is invariant under (αp, Q/α)-rescaling of the
     prediction's symmetry, so a step changes it by exactly lr²(‖∇_p‖² − ‖∇_Q‖²), minibatch or not."""
     task = LinearRegressionTask(LinearRegressionConfig(d=3, n_points=10, covariance="anisotropic"), dtype=torch.float64)
-    model = LSA(LSAConfig(init="gaussian", init_scale=0.4), 3, [0], dtype=torch.float64)
+    model = LSA(LSAConfig(init="gaussian", init_scale=0.4), LinearRegressionConfig(d=3), [0], dtype=torch.float64)
     b = task.sample([0], 0, 32)
     loss = model.loss(model(b), b).sum()
     g_pv, g_kq = torch.autograd.grad(loss, [model.w_pv[0], model.w_kq[0]])

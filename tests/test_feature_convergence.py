@@ -48,7 +48,7 @@ def config(**overrides):
 def model_with_scores(s: torch.Tensor, V: torch.Tensor, **kw) -> SoftmaxAttention:
     """The "q" model with v_nᵀ Q v_k = s_{k,n} (s (E, K, K) or (K, K))."""
     s = s.reshape(-1, *s.shape[-2:])
-    m = SoftmaxAttention(SoftmaxAttentionConfig(**kw), V.shape[1], list(range(s.shape[0])), F64)
+    m = SoftmaxAttention(SoftmaxAttentionConfig(**kw), StructuredFeaturesConfig(d=V.shape[1], K=2), list(range(s.shape[0])), F64)
     with torch.no_grad():
         m.q.copy_(torch.einsum("ekn,nd,kf->edf", s, V, V))
     return m
@@ -190,7 +190,7 @@ def test_probes_match_the_model_and_the_scores():
     few = feature_probe(None, task, all_masses=False)(ctx)
     assert {n for n in few if n.startswith("probe/attention_mass/2/")} == {"probe/attention_mass/2/0",
                                                                           "probe/attention_mass/2/2"}
-    full = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), 5, [0], F64)
+    full = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), StructuredFeaturesConfig(d=5, K=2), [0], F64)
     assert feature_probe(None, task, all_masses=True)(RecordContext(0, 0.0, full, task, b, False, [0]))["probe/value_scale"].item() == 1.0
 
 

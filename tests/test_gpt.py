@@ -12,12 +12,18 @@ from icldyn.errors import UsageError
 from icldyn.models import MODELS
 from icldyn.models.gpt import GPT, GPTConfig
 from icldyn.tasks.base import Batch
+from icldyn.tasks.linear_regression import LinearRegressionConfig
 
 SMALL = dict(n_layers=2, n_heads=2, width=16)
 
 
+def task(d=3, max_points=8):
+    """The task config a model reads d and its positional table (n_points + 1 = max_points) from."""
+    return LinearRegressionConfig(d=d, n_points=max_points - 1)
+
+
 def make(seeds=(0, 1), d=3, max_points=8, dtype=torch.float32, **kw):
-    return GPT(GPTConfig(**{**SMALL, **kw}), d, list(seeds), dtype=dtype, max_points=max_points)
+    return GPT(GPTConfig(**{**SMALL, **kw}), task(d, max_points), list(seeds), dtype=dtype)
 
 
 def batch(E=2, B=3, T=6, d=3, seed=0, dtype=torch.float32):
@@ -164,8 +170,9 @@ def test_hooks_only_when_caching():
     model = make(seeds=(0, 1))
     b = batch(E=1, B=3, T=4)
     plain = model(b)
-    assert model._cache is None
+    assert not model.hooks_active
     out, cache = model.run_with_cache(b)
+    assert not model.hooks_active
     torch.testing.assert_close(out, plain, atol=1e-6, rtol=0)
     pattern = cache["blocks.1.attn.hook_pattern"]                           # (E, B, H, S, S), S = 2T−1
     assert pattern.shape == (2, 3, 2, 7, 7)
@@ -178,7 +185,7 @@ def test_hooks_only_when_caching():
 # -- learning --------------------------------------------------------------------------------------------
 
 def test_learns_a_trivial_interleaved_task():
-    model = GPT(GPTConfig(n_layers=1, n_heads=2, width=16), 2, [0], max_points=4)
+    model = GPT(GPTConfig(n_layers=1, n_heads=2, width=16), task(d=2, max_points=4), [0])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
     losses = []

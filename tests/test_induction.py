@@ -297,7 +297,7 @@ def perturbed(model, scale=1.0, seed=0):
 def test_both_implementations_equal_the_model_written_out(cls, cfg):
     t = task(n_points=9)
     b = t.sample([0], 0, 6)
-    model = perturbed(cls(cfg, t.config, [0, 1], F64))
+    model = perturbed(cls(cfg, t, [0, 1], F64))
     with torch.no_grad():
         want = naive_forward(model, b.x)
         direct = model.forward_direct(b.x)
@@ -312,7 +312,7 @@ def test_gradients_agree_between_implementations_and_reach_every_parameter():
     b = t.sample([0, 1], 0, 64)
     grads = {}
     for impl in ("direct", "counts"):
-        m = perturbed(InductionFull(InductionFullConfig(impl=impl), t.config, [0, 1], F64), 0.3)
+        m = perturbed(InductionFull(InductionFullConfig(impl=impl), t, [0, 1], F64), 0.3)
         for kind in ("paper", "code"):
             m.zero_grad()
             token_loss(m(b), b.y, kind).sum().backward()
@@ -321,7 +321,7 @@ def test_gradients_agree_between_implementations_and_reach_every_parameter():
         for name, g in grads["direct", kind].items():
             assert torch.isfinite(g).all() and g.abs().sum() > 0, name
             assert torch.allclose(grads["counts", kind][name], g, atol=1e-9, rtol=1e-7), name
-    simple = InductionSimplified(InductionSimplifiedConfig(), t.config, [0, 1])
+    simple = InductionSimplified(InductionSimplifiedConfig(), t, [0, 1])
     simple.loss(simple(b), b).sum().backward()
     assert {n for n, _ in simple.named_parameters()} == {"w", "c", "a"}
     for p in simple.parameters():
@@ -331,8 +331,8 @@ def test_gradients_agree_between_implementations_and_reach_every_parameter():
 def test_full_model_reduces_to_the_simplified_model():
     t = task(n_points=25)
     b = t.sample([0], 0, 20)
-    simple = perturbed(InductionSimplified(InductionSimplifiedConfig(), t.config, [0], F64))
-    full = InductionFull(InductionFullConfig(norm="l2", qk_init=0.0), t.config, [0], F64)
+    simple = perturbed(InductionSimplified(InductionSimplifiedConfig(), t, [0], F64))
+    full = InductionFull(InductionFullConfig(norm="l2", qk_init=0.0), t, [0], F64)
     full.load_state_dict({**full.state_dict(), **simple.state_dict()})
     with torch.no_grad():
         assert torch.allclose(full(b), simple(b), atol=1e-12)
@@ -346,13 +346,13 @@ def test_loss_switch_on_a_known_prediction():
     code = ((z - 0.5) + (math.log(2 + math.e) - 0.0)) / 2
     assert token_loss(probs, y, "paper").item() == pytest.approx(paper, rel=1e-12)
     assert token_loss(probs, y, "code").item() == pytest.approx(code, rel=1e-12)
-    m = InductionSimplified(InductionSimplifiedConfig(loss="code"), 3, [0])
+    m = InductionSimplified(InductionSimplifiedConfig(loss="code"), NgramMarkovConfig(n_states=3), [0])
     assert m.loss(probs, Batch(torch.zeros(1, 2, 4, dtype=torch.long), y)).item() == pytest.approx(code)
 
 
 def test_init_probes_and_ensemble_broadcast():
     t = task(n_points=15)
-    m = InductionSimplified(InductionSimplifiedConfig(), t.config, [0, 1, 2])
+    m = InductionSimplified(InductionSimplifiedConfig(), t, [0, 1, 2])
     assert m.subset_names == ["1", "2", "3", "1+2", "1+3", "2+3"]
     assert torch.allclose(m.subset_weights(), torch.full((3, 6), 1 / 6))
     mass = m.rpe_mass()
@@ -369,7 +369,7 @@ def test_init_probes_and_ensemble_broadcast():
 
 def test_counts_cache_follows_the_input():
     t = task(n_points=15)
-    m = perturbed(InductionSimplified(InductionSimplifiedConfig(), t.config, [0], F64))
+    m = perturbed(InductionSimplified(InductionSimplifiedConfig(), t, [0], F64))
     b = t.sample([0], 0, 8)
     first = m(b)
     b.x[0, 0] = (b.x[0, 0] + 1) % 3                               # in place: the cache must notice
@@ -382,7 +382,7 @@ def test_model_config_errors():
     with pytest.raises(ValueError, match="n_heads"):
         InductionSimplifiedConfig(n_heads=4, window=3)
     with pytest.raises(UsageError, match="tokens"):
-        InductionSimplified(InductionSimplifiedConfig(), 3, [0])(Batch(torch.zeros(1, 2, 3, 1), torch.zeros(1, 2)))
+        InductionSimplified(InductionSimplifiedConfig(), NgramMarkovConfig(n_states=3), [0])(Batch(torch.zeros(1, 2, 3, 1), torch.zeros(1, 2)))
 
 
 def test_epoch_timing_is_recorded(record_property):
@@ -392,7 +392,7 @@ def test_epoch_timing_is_recorded(record_property):
     b = t.sample([0], 0, 10_000, stream="fixed")
     record_property("dataset_10k_s", time.perf_counter() - t0)
     b = b.select(slice(0, 9000))
-    m = InductionSimplified(InductionSimplifiedConfig(), t.config, [0])
+    m = InductionSimplified(InductionSimplifiedConfig(), t, [0])
     m.loss(m(b), b).sum().backward()
     t0 = time.perf_counter()
     for _ in range(3):

@@ -55,7 +55,7 @@ def test_validation_split_is_the_disjoint_tail_of_one_fixed_draw():
 def test_probe_names_shapes_and_ablation_restores_the_model():
     cfg = NgramMarkovConfig(n_points=15)
     task = NgramMarkovTask(cfg)
-    model = InductionSimplified(InductionSimplifiedConfig(), cfg, [0, 1])
+    model = InductionSimplified(InductionSimplifiedConfig(), task, [0, 1])
     with torch.no_grad():
         model.a.fill_(3.0)
     val = task.sample([0, 1], 0, 50, stream="fixed")

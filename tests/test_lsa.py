@@ -21,7 +21,7 @@ def naive_lsa(model, batch):
 @pytest.mark.parametrize("layers", [1, 3])
 def test_forward_matches_full_matrix_formula(mask, layers):
     task = LinearRegressionTask(LinearRegressionConfig(d=4, n_points=7), dtype=torch.float64)
-    model = LSA(LSAConfig(init="gaussian", init_scale=0.3, mask_query=mask, n_layers=layers), 4, [0, 1],
+    model = LSA(LSAConfig(init="gaussian", init_scale=0.3, mask_query=mask, n_layers=layers), LinearRegressionConfig(d=4), [0, 1],
                 dtype=torch.float64)
     b = task.eval_batch(32, 5)  # E = 1 prompts broadcast against 2 seeds
     assert torch.allclose(model(b)[..., 0], naive_lsa(model, b), atol=1e-12)
@@ -30,7 +30,7 @@ def test_forward_matches_full_matrix_formula(mask, layers):
 def test_zfb_init_prediction_is_v_h_U_xq():
     task = LinearRegressionTask(LinearRegressionConfig(d=3, n_points=9, covariance="anisotropic"),
                                 dtype=torch.float64)
-    model = LSA(LSAConfig(init="zfb_random", init_scale=0.7), 3, [4], dtype=torch.float64)
+    model = LSA(LSAConfig(init="zfb_random", init_scale=0.7), LinearRegressionConfig(d=3), [4], dtype=torch.float64)
     b = task.eval_batch(16, 1)
     h = (b.y[..., :-1, None] * b.x[..., :-1, :]).mean(-2)
     B = model.effective_matrix()
@@ -40,6 +40,6 @@ def test_zfb_init_prediction_is_v_h_U_xq():
 
 
 def test_seed_slices_do_not_depend_on_the_ensemble():
-    a = LSA(LSAConfig(init="gaussian"), 3, [2, 5])
-    b = LSA(LSAConfig(init="gaussian"), 3, [5])
+    a = LSA(LSAConfig(init="gaussian"), LinearRegressionConfig(d=3), [2, 5])
+    b = LSA(LSAConfig(init="gaussian"), LinearRegressionConfig(d=3), [5])
     assert torch.equal(a.w_kq[0][1], b.w_kq[0][0])

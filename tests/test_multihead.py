@@ -33,7 +33,7 @@ def make(d0=3, I=2, L=12, noise=0.0, orthogonal=True, H=2, param="full", seeds=(
     task = MultitaskRegressionTask(MultitaskRegressionConfig(d0=d0, n_tasks=I, n_points=L, noise_std=noise,
                                                              orthogonal=orthogonal), F64)
     cfg = MultiheadAttentionConfig(n_heads=H, n_tasks=I, parametrisation=param, init_scale=scale)
-    return task, MultiheadAttention.for_task(cfg, task, list(seeds), F64)
+    return task, MultiheadAttention(cfg, task, list(seeds), F64)
 
 
 def set_reduced(model, omega, mu):
@@ -118,11 +118,11 @@ def test_forward_hooks_and_basis_mismatch():
     b = task.sample([0, 1], 0, 5)
     pred, cache = model.run_with_cache(b)
     assert pred.shape == (2, 5, 2)
-    assert cache["hook_attention"].shape == (2, 5, 3, 9)
-    torch.testing.assert_close(cache["hook_attention"].sum(-1), torch.ones(2, 5, 3, dtype=F64))
+    assert cache["blocks.0.attn.hook_pattern"].shape == (2, 5, 3, 9)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(2, 5, 3, dtype=F64))
     assert model.loss(pred, b).shape == (2,)
     with pytest.raises(UsageError, match="n_tasks"):
-        MultiheadAttention.for_task(MultiheadAttentionConfig(n_tasks=3), task, [0], F64)
+        MultiheadAttention(MultiheadAttentionConfig(n_tasks=3), task, [0], F64)
 
 
 @settings(deadline=None, max_examples=8)

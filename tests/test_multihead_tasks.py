@@ -29,7 +29,7 @@ EXP = EXPERIMENTS["multihead-tasks"]
 def make(d0=2, I=2, L=10, H=2, noise=0.0, seeds=(0,), orthogonal=True):
     task = MultitaskRegressionTask(MultitaskRegressionConfig(d0=d0, n_tasks=I, n_points=L, noise_std=noise,
                                                              orthogonal=orthogonal), F64)
-    model = MultiheadAttention.for_task(MultiheadAttentionConfig(n_heads=H, n_tasks=I), task, list(seeds), F64)
+    model = MultiheadAttention(MultiheadAttentionConfig(n_heads=H, n_tasks=I), task, list(seeds), F64)
     return task, model
 
 
@@ -69,7 +69,7 @@ def test_projected_loss_equals_the_loss_on_the_family_and_sees_what_a_leak_costs
     task, model = make(I=2, H=2, orthogonal=False)
     set_decomposable(model, [[[0.4, -0.3], [-0.3, 0.4]]], [[[1.5, -1.0], [-1.0, 1.5]]])
     ctx = ctx_for(task, model, n=600)
-    from icldyn.train.trainer import evaluate
+    from icldyn.models.base import evaluate
 
     clean = float(evaluate(model, ctx.eval_batch)[0])
     assert float(projected_loss_probe(None, None)(ctx)["probe/projected_loss"][0]) == pytest.approx(clean, rel=1e-12)
@@ -84,7 +84,7 @@ def test_task_losses_add_up_to_the_training_loss():
     task, model = make(I=3, H=2, seeds=(0, 1))
     ctx = ctx_for(task, model, n=300)
     per_task = task_loss_probe(None, None)(ctx)
-    from icldyn.train.trainer import evaluate
+    from icldyn.models.base import evaluate
 
     total = sum(per_task[f"probe/task_loss/{i}"] for i in range(3))
     torch.testing.assert_close(total, evaluate(model, ctx.eval_batch))

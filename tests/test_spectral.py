@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.spectral import (effective_rank, matrix_parameters, spectral_probes, stable_rank,
                                     subspace_overlap, top_singular_values)
+from icldyn.tasks.linear_regression import LinearRegressionConfig
 
 
 def orthonormal(n, k, seed):
@@ -95,7 +96,7 @@ def test_spectral_probes_names_and_values():
 
 
 def test_probes_read_a_models_matrices_by_name():
-    model = LSA(LSAConfig(init="zfb", init_scale=0.5), d=3, seeds=[0, 1])
+    model = LSA(LSAConfig(init="zfb", init_scale=0.5), LinearRegressionConfig(d=3), seeds=[0, 1])
     params = matrix_parameters(model)
     assert set(params) == {"w_pv.0", "w_kq.0"}
     out = spectral_probes(params, k=1)

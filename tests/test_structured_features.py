@@ -41,7 +41,7 @@ def make_task(**kw) -> StructuredFeaturesTask:
 def model_with_scores(s: torch.Tensor, V: torch.Tensor, **kw) -> SoftmaxAttention:
     """The "q" model with Q = Σ_{k,n} s_{k,n} v_n v_kᵀ (so v_nᵀ Q v_k = s_{k,n})."""
     E = s.shape[0] if s.dim() == 3 else 1
-    m = SoftmaxAttention(SoftmaxAttentionConfig(**kw), V.shape[1], list(range(E)), F64)
+    m = SoftmaxAttention(SoftmaxAttentionConfig(**kw), StructuredFeaturesConfig(d=V.shape[1], K=2), list(range(E)), F64)
     with torch.no_grad():
         m.q.copy_(torch.einsum("ekn,nd,kf->edf", s.reshape(E, *s.shape[-2:]), V, V))
     return m
@@ -149,11 +149,11 @@ def test_mean_by_query_feature_matches_masked_means():
 def test_zero_init_attends_uniformly():
     task = make_task(d=4, K=3, n_points=9)
     b = task.sample([0], 0, 32)
-    m = SoftmaxAttention(SoftmaxAttentionConfig(), 4, [0, 1], F64)
+    m = SoftmaxAttention(SoftmaxAttentionConfig(), StructuredFeaturesConfig(d=4, K=2), [0, 1], F64)
     pred, cache = m.run_with_cache(b)
-    assert pred.shape == (2, 32, 1) and cache["hook_attention"].shape == (2, 32, 9)
+    assert pred.shape == (2, 32, 1) and cache["blocks.0.attn.hook_pattern"].shape == (2, 32, 9)
     assert torch.allclose(pred[..., 0], b.y[..., :-1].mean(-1).expand(2, -1))
-    m_q = SoftmaxAttention(SoftmaxAttentionConfig(query_in_softmax=True), 4, [0], F64)
+    m_q = SoftmaxAttention(SoftmaxAttentionConfig(query_in_softmax=True), StructuredFeaturesConfig(d=4, K=2), [0], F64)
     assert torch.allclose(m_q(b)[..., 0], b.y[..., :-1].sum(-1) / 10)        # the query's label counts as 0
     assert torch.allclose(m_q.attention(b).sum(-1), torch.full((1, 32), 0.9, dtype=F64))
 
@@ -164,8 +164,8 @@ def test_full_parametrisation_contains_the_q_model(query_in_softmax):
     b = task.sample([0], 0, 64)
     s = torch.randn(2, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
     q_model = model_with_scores(s, task.features, query_in_softmax=query_in_softmax)
-    full = SoftmaxAttention(SoftmaxAttentionConfig(train="full", query_in_softmax=query_in_softmax), 4, [0, 1], F64)
-    fresh_q = SoftmaxAttention(SoftmaxAttentionConfig(query_in_softmax=query_in_softmax), 4, [0, 1], F64)
+    full = SoftmaxAttention(SoftmaxAttentionConfig(train="full", query_in_softmax=query_in_softmax), StructuredFeaturesConfig(d=4, K=2), [0, 1], F64)
+    fresh_q = SoftmaxAttention(SoftmaxAttentionConfig(query_in_softmax=query_in_softmax), StructuredFeaturesConfig(d=4, K=2), [0, 1], F64)
     assert torch.allclose(full(b), fresh_q(b))                               # same init: uniform attention
     with torch.no_grad():
         full.w_kq[:, :4, :4] = q_model.q
@@ -285,7 +285,7 @@ def test_reduced_dynamics_match_training_on_sampled_prompts():
     record = [0, 5, 10, 20, 30, 40, 50]
     reduced = theory.gradient_descent(task.p, N, lr, steps, record_steps=record)
     held_out = task.eval_batch(20_000, eval_seed=3)
-    m = SoftmaxAttention(SoftmaxAttentionConfig(), d, [0], F64)
+    m = SoftmaxAttention(SoftmaxAttentionConfig(), StructuredFeaturesConfig(d=d, K=2), [0], F64)
     opt = torch.optim.SGD(m.parameters(), lr=lr)
     scores, same, losses, stderrs = [], [], [], []
     for step in range(steps + 1):
@@ -336,7 +336,7 @@ def test_gradient_descent_approaches_the_flow_and_decreases_the_loss():
 
 def test_full_training_moves_the_feature_block():
     task = make_task(d=4, K=3, n_points=20)
-    m = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), 4, [0], F64)
+    m = SoftmaxAttention(SoftmaxAttentionConfig(train="full"), StructuredFeaturesConfig(d=4, K=2), [0], F64)
     opt = torch.optim.SGD(m.parameters(), lr=2.0)
     held_out = task.eval_batch(4096, eval_seed=1)
     before = m.loss(m(held_out), held_out).item()

@@ -180,7 +180,7 @@ def _gd_step_prediction(x, y, eta):
 @pytest.mark.parametrize("mask_query", [False, True])
 @pytest.mark.parametrize("d,n,eta", [(1, 1, 0.3), (3, 9, 0.7), (6, 4, 2.5)])
 def test_von_oswald_lsa_is_one_gd_step(d, n, eta, mask_query):
-    model = LSA(LSAConfig(mask_query=mask_query), d, seeds=[0], dtype=F64)
+    model = LSA(LSAConfig(mask_query=mask_query), LinearRegressionConfig(d=d), seeds=[0], dtype=F64)
     w_pv, w_kq = th.von_oswald_weights(d, eta)
     with torch.no_grad():
         model.w_pv[0].data[0] = w_pv

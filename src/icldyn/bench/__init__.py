@@ -50,8 +50,8 @@ def induction_epoch(quick: bool = False) -> dict:
     dataset_s = best_of(lambda: task.sample([0], 0, 10_000, stream="fixed"), 1 if quick else 3, warmup=0)
     batch = task.sample([0], 0, 10_000, stream="fixed").select(slice(0, 9000))
     out = {}
-    for label, model in (("simplified", InductionSimplified(InductionSimplifiedConfig(), task.config, [0])),
-                         ("full", InductionFull(InductionFullConfig(), task.config, [0]))):
+    for label, model in (("simplified", InductionSimplified(InductionSimplifiedConfig(), task, [0])),
+                         ("full", InductionFull(InductionFullConfig(), task, [0]))):
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         epochs = 10 if quick else 50
 

@@ -74,7 +74,7 @@ def gpt_steps(batch: int, with_reference: bool = True, seed: int = 0) -> dict:
             opt.step()
         return step
 
-    ours = GPT(GPTConfig(n_layers=LAYERS, n_heads=HEADS, width=WIDTH), D, [seed], max_points=N_POINTS + 1)
+    ours = GPT(GPTConfig(n_layers=LAYERS, n_heads=HEADS, width=WIDTH), task, [seed])  # N + 1 positions
     steps = {"icldyn": adam_step(ours, lambda: ours.loss(ours(data), data).sum())}
     if with_reference and transformers_version() is not None:
         for attention in ("sdpa", "eager"):
@@ -114,8 +114,10 @@ def adam_variants(quick: bool = False) -> dict:
     share of a whole batch-64 training step."""
     from icldyn.bench.core import best_of
     from icldyn.models.gpt import GPT, GPTConfig
+    from icldyn.tasks.linear_regression import LinearRegressionConfig
 
-    model = GPT(GPTConfig(n_layers=LAYERS, n_heads=HEADS, width=WIDTH), D, [0], max_points=N_POINTS + 1)
+    model = GPT(GPTConfig(n_layers=LAYERS, n_heads=HEADS, width=WIDTH), LinearRegressionConfig(d=D, n_points=N_POINTS),
+                [0])
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     out = {"parameters": sum(p.numel() for p in model.parameters()), "tensors": len(list(model.parameters())),

@@ -167,7 +167,7 @@ def gpu(quick: bool = False) -> dict:
         out[f"lsa_{seeds}_seeds_batch_1024"] = lsa_throughput(seeds, 1024, dev)
     task = LinearRegressionTask(LinearRegressionConfig(d=10, n_points=40))
     for size, batch in (("small", 64), ("standard", 64), ("standard", 256)):
-        model = GPT(GPTConfig(size=size), 10, [0], max_points=41).to(dev)
+        model = GPT(GPTConfig(size=size), task, [0]).to(dev)  # 41 positions
         data = task.sample([0], 0, batch, device=dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 

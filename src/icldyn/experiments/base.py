@@ -46,7 +46,10 @@ class Experiment:
         return build_task(config.task, self.dtype(config))
 
     def build_model(self, config, task, seeds):
-        raise NotImplementedError
+        """The registered model `config.model` for `task`, one member per seed."""
+        from icldyn.models import build_model
+
+        return build_model(config.model, task, seeds, self.dtype(config))
 
     def dtype(self, config) -> torch.dtype:
         return torch.float32

@@ -36,7 +36,7 @@ from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
 from icldyn.models import ModelConfig
-from icldyn.models.lsa import LSA, LSAConfig
+from icldyn.models.lsa import LSAConfig
 from icldyn.probes import build_probes
 from icldyn.probes.lsa_modes import X_BLOCK, modes_eigenvalues, overlap_rows
 from icldyn.analysis.phases import detect_drops, first_crossing
@@ -177,9 +177,6 @@ class ExactDynamics(Experiment):
 
     def dtype(self, config) -> torch.dtype:
         return torch.float64 if config.float64 else torch.float32
-
-    def build_model(self, config, task, seeds):
-        return LSA(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def probes(self, config, task):
         return build_probes(config, task, ["lsa_modes", ("spectral", {"k": config.task.d + 1})])

@@ -58,7 +58,7 @@ from icldyn.config import ExperimentConfig, Strict, TrainConfig
 from icldyn.analysis.runs import views as run_views
 from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
-from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
+from icldyn.models.softmax_attention import SoftmaxAttentionConfig
 from icldyn.analysis import phases
 from icldyn.probes import build_probes
 from icldyn.models import ModelConfig
@@ -266,9 +266,6 @@ class FeatureConvergence(Experiment):
             for K in config.scaling_K:
                 out[f"K={K}"] = scaling_overrides(config, K)
         return out or None
-
-    def build_model(self, config, task, seeds):
-        return SoftmaxAttention(config.model, config.task.d, seeds, dtype=self.dtype(config))
 
     def record_steps(self, config):
         return run_records(config)

@@ -44,8 +44,7 @@ from icldyn.errors import UsageError
 from icldyn.analysis.runs import views as run_views
 from icldyn.claims import Claim
 from icldyn.experiments.base import Experiment
-from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
-                                     InductionSimplifiedConfig, token_loss)
+from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig, token_loss
 from icldyn.probes import build_probes
 from icldyn.probes.induction import LOSSES, gih_with_a
 from icldyn.models import ModelConfig
@@ -186,10 +185,6 @@ class InductionNgram(Experiment):
 
     def build_task(self, config):
         return NgramSplitTask(config.task, self.dtype(config), config.train.dataset_size, config.validation_size)
-
-    def build_model(self, config, task, seeds):
-        cls = InductionFull if isinstance(config.model, InductionFullConfig) else InductionSimplified
-        return cls(config.model, config.task, seeds, dtype=self.dtype(config))
 
     def variants(self, config):
         if not config.compare_losses:

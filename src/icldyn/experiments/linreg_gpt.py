@@ -13,7 +13,7 @@ from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.estimators import ESTIMATORS
 from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
-from icldyn.models.gpt import GPT, GPTConfig
+from icldyn.models.gpt import GPTConfig
 from icldyn.probes import build_probes
 from icldyn.models import ModelConfig
 from icldyn.tasks import TaskConfig
@@ -51,10 +51,6 @@ class LinRegGPT(Experiment):
                   "train.steps": 500_000, "train.batch_size": 64, "train.n_records": 60,
                   "train.checkpoint_every": 10_000},
     }
-
-    def build_model(self, config, task, seeds):
-        points = max(config.task.n_points, config.task.test_points) + 1
-        return GPT(config.model, config.task.d, seeds, dtype=self.dtype(config), max_points=points)
 
     def probes(self, config, task):
         return build_probes(config, task, [("baseline", {"names": ("zero", "averaging", "ols", "ridge")})])

@@ -61,9 +61,6 @@ class LinRegLSA(Experiment):
                         "train.lr": 0.01, "train.schedule": "cosine", "train.steps": 3000},
         }
 
-    def build_model(self, config, task, seeds):
-        return LSA(config.model, config.task.d, seeds, dtype=self.dtype(config))
-
     def probes(self, config, task):
         return build_probes(config, task, [
             "lsa_effective_matrix", ("alignment", {"name": config.align_with}),
@@ -140,7 +137,7 @@ def von_oswald_probe(config):
     def probe(ctx):
         if not ctx.final:
             return {}
-        lsa = LSA(LSAConfig(), d, [0], dtype=ctx.eval_batch.x.dtype).to(ctx.eval_batch.x.device)
+        lsa = LSA(LSAConfig(), config.task, [0], dtype=ctx.eval_batch.x.dtype).to(ctx.eval_batch.x.device)
         w_pv, w_kq = theory.von_oswald_weights(d, eta)
         lsa.w_pv[0].data[0] = torch.as_tensor(w_pv, dtype=lsa.w_pv[0].dtype)
         lsa.w_kq[0].data[0] = torch.as_tensor(w_kq, dtype=lsa.w_kq[0].dtype)

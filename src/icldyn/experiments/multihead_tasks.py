@@ -73,7 +73,7 @@ from icldyn.config import ExperimentConfig, TrainConfig
 from icldyn.analysis.runs import views as run_views
 from icldyn.claims import Claim
 from icldyn.experiments.base import Experiment
-from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
+from icldyn.models.multihead_attention import MultiheadAttentionConfig
 from icldyn.probes import build_probes
 from icldyn.analysis.phases import detect_drops, detect_plateaus, first_crossing
 from icldyn.models import ModelConfig
@@ -160,7 +160,9 @@ class MultiheadTasks(Experiment):
         return out
 
     def build_model(self, config, task, seeds):
-        model = MultiheadAttention.for_task(config.model, task, seeds, dtype=self.dtype(config))
+        # `head_signs` is an experiment field (stored configs and the claims read it there), so
+        # the sign flip of the registry-built model stays here rather than in the model config.
+        model = super().build_model(config, task, seeds)
         if config.head_signs == "alternating":
             sign = torch.tensor([(-1.0) ** h for h in range(config.model.n_heads)], dtype=self.dtype(config))
             with torch.no_grad():

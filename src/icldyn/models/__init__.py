@@ -1,6 +1,16 @@
-"""Model registry: name → (config class, model class)."""
+"""Model registry: name → (config class, model class), and `build_model`, the one way to build one.
 
-from icldyn.models.base import EnsembleModel
+Every model class is built as `Model(config, task, seeds, dtype)`; hook points and the held-out
+`evaluate` are shared through `icldyn.models.base`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from icldyn.models.base import EnsembleModel, HookPoint, evaluate
 from icldyn.models.gpt import GPT, GPTConfig
 from icldyn.models.induction import InductionFull, InductionFullConfig, InductionSimplified, InductionSimplifiedConfig
 from icldyn.models.lsa import LSA, LSAConfig
@@ -16,7 +26,14 @@ MODELS.register("induction-full", (InductionFullConfig, InductionFull))
 MODELS.register("multihead-attention", (MultiheadAttentionConfig, MultiheadAttention))
 MODELS.register("softmax-attention", (SoftmaxAttentionConfig, SoftmaxAttention))
 
-__all__ = ["EnsembleModel", "MODELS"]
+
+def build_model(model_config, task, seeds: Sequence[int], dtype: torch.dtype = torch.float32) -> EnsembleModel:
+    """The registered model named `model_config.name`, for `task`, one member per seed."""
+    _, model_class = MODELS[model_config.name]
+    return model_class(model_config, task, list(seeds), dtype)
+
+
+__all__ = ["EnsembleModel", "HookPoint", "MODELS", "build_model", "evaluate"]
 
 
 # The union of the registered model configs, selected by `name` (`--set model.name=gpt`).

@@ -14,6 +14,21 @@ The 1/(t+1) average is the LSA's 1/n: it keeps the update O(1) as prompts grow.
 
 All activations run as (E, B·S, width) so every projection is one `baddbmm` over the seed
 axis; attention folds the seeds into the batch axis, (E·B, heads, S, dh).
+
+Built as GPT(config, task, seeds, dtype): d is the task's `d`, and the positional table holds
+max(n_points, test_points) + 1 points of the task's config.
+
+Hook points (S = 2T − 1 tokens; activations as (E, B, S, ...), every token kept while any hook
+is attached — without hooks the last block works on the x-tokens only, and softmax attention
+runs the fused SDPA kernel, which is why a hook on the scores or pattern switches to the
+explicit form):
+  hook_embed                           (E, B, S, width) read-in + positions
+  blocks.{i}.attn.hook_scores          (E, B, H, S, S) QKᵀ/√dh [query, key], before the causal mask
+  blocks.{i}.attn.hook_pattern         (E, B, H, S, S) the weights on the values (zero above the diagonal)
+  blocks.{i}.attn.hook_out             (E, B, S, width) the attention's output (after the out-projection)
+  blocks.{i}.hook_resid_mid            (E, B, S, width) after attention
+  blocks.{i}.hook_resid_post           (E, B, S, width) after the MLP
+  hook_pred                            (E, B, T)
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from torch import nn
 
 from icldyn.config import Strict
 from icldyn.errors import UsageError
-from icldyn.models.base import EnsembleModel, seeded_normal
+from icldyn.models.base import EnsembleModel, HookPoint, seeded_normal, task_config
 from icldyn.models.ensemble_layers import EnsembleLayerNorm, EnsembleLinear
 
 SIZES = {"tiny": (3, 2, 64), "small": (6, 4, 128), "standard": (12, 8, 256)}  # layers, heads, width
@@ -90,6 +105,14 @@ def x_tokens(h: torch.Tensor, n_prompts: int) -> torch.Tensor:
     return h.view(E, n_prompts, N // n_prompts, w)[:, :, 0::2].reshape(E, -1, w)
 
 
+def hook_flat(hook: HookPoint, h: torch.Tensor, n_prompts: int) -> torch.Tensor:
+    """A hook point on a flat activation (E, B·S, ...): the hook sees (and may replace) it as
+    (E, B, S, ...). Idle, it returns `h` untouched, so training pays nothing for it."""
+    if not hook.active:
+        return h
+    return hook(h.view(h.shape[0], n_prompts, -1, *h.shape[2:])).reshape(h.shape)
+
+
 class Attention(nn.Module):
     def __init__(self, config: GPTConfig, seeds, salt: int, dtype):
         super().__init__()
@@ -97,19 +120,21 @@ class Attention(nn.Module):
         self.kind, self.n_heads = config.attention, config.n_heads
         self.qkv = EnsembleLinear(seeds, w, 3 * w, std, salt, dtype)                  # fused Q, K, V
         self.out = EnsembleLinear(seeds, w, w, std / math.sqrt(2 * L), salt + 1, dtype)  # GPT-2 residual scaling
+        self.hook_scores, self.hook_pattern, self.hook_out = HookPoint(), HookPoint(), HookPoint()
 
-    def forward(self, h: torch.Tensor, norm, n_prompts: int, model: "GPT", name: str,
-                x_only: bool = False) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, norm, n_prompts: int, x_only: bool = False) -> torch.Tensor:
         """Attention on norm(h): h (E, B·S, width) → (E, B·S, width), or (E, B·T, width) at the
         x-tokens only when `x_only`."""
         E, N, w = h.shape
         B, S, H = n_prompts, N // n_prompts, self.n_heads
         # (E, B·S, 3w) → 3 × (E·B, H, S, dh): seeds fold into SDPA's batch axis.
         q, k, v = self.qkv(h, norm).view(E * B, S, 3, H, w // H).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.kind == "softmax" and model._cache is None:
+        if self.kind == "softmax" and not (self.hook_scores.active or self.hook_pattern.active):
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             scores = q @ k.transpose(-1, -2) / math.sqrt(w // H)                      # (E·B, H, S, S)
+            if self.hook_scores.active:
+                scores = self.hook_scores(scores.view(E, B, H, S, S)).reshape(E * B, H, S, S)
             causal = torch.ones(S, S, dtype=torch.bool, device=h.device).tril()
             if self.kind == "softmax":
                 pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
@@ -118,7 +143,8 @@ class Attention(nn.Module):
                     scores = scores.relu()
                 n_visible = torch.arange(1, S + 1, dtype=h.dtype, device=h.device)[:, None]
                 pattern = scores.masked_fill(~causal, 0.0) / n_visible
-            model.hook(f"{name}.hook_pattern", pattern.view(E, B, H, S, S))
+            if self.hook_pattern.active:
+                pattern = self.hook_pattern(pattern.view(E, B, H, S, S)).reshape(E * B, H, S, S)
             z = pattern @ v
         z = z.transpose(1, 2)                                                 # (E·B, S, H, dh)
         z = z[:, 0::2] if x_only else z
@@ -143,32 +169,32 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, seeds, index: int, dtype):
         super().__init__()
         E, w, salt = len(seeds), config.width, 10 + 10 * index   # distinct init stream per tensor
-        self.name = f"blocks.{index}"
         # The norms hold parameters only: each is applied by the linear layer it feeds (see
         # EnsembleLinear), so None means no LayerNorm.
         self.ln1 = EnsembleLayerNorm(E, w, dtype) if config.layernorm else None
         self.ln2 = EnsembleLayerNorm(E, w, dtype) if config.layernorm and config.mlp else None
         self.attn = Attention(config, seeds, salt, dtype)
         self.mlp = MLP(config, seeds, salt + 2, dtype) if config.mlp else None
+        self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint()
 
-    def forward(self, h: torch.Tensor, n_prompts: int, model: "GPT", x_only: bool = False) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, n_prompts: int, x_only: bool = False) -> torch.Tensor:
         """(E, B·S, width) → (E, B·S, width), or (E, B·T, width) when `x_only`: in the last block
         only the x-tokens are read out, so the out-projection and MLP skip the y-tokens."""
-        attn_out = self.attn(h, self.ln1, n_prompts, model, f"{self.name}.attn", x_only)
-        h = (x_tokens(h, n_prompts) if x_only else h) + attn_out
-        model.record(f"{self.name}.hook_resid_mid", h, n_prompts)
+        attn_out = hook_flat(self.attn.hook_out, self.attn(h, self.ln1, n_prompts, x_only), n_prompts)
+        h = hook_flat(self.hook_resid_mid, (x_tokens(h, n_prompts) if x_only else h) + attn_out, n_prompts)
         if self.mlp is not None:
             h = h + self.mlp(h, self.ln2)
-        model.record(f"{self.name}.attn.hook_out", attn_out, n_prompts)
-        model.record(f"{self.name}.hook_resid_post", h, n_prompts)
-        return h
+        return hook_flat(self.hook_resid_post, h, n_prompts)
 
 
 class GPT(EnsembleModel):
     prefix_outputs = True
 
-    def __init__(self, config: GPTConfig, d: int, seeds, dtype=torch.float32, max_points: int = 128):
+    def __init__(self, config: GPTConfig, task, seeds, dtype=torch.float32):
         super().__init__(len(seeds))
+        tc = task_config(task)
+        d = tc.d
+        max_points = max(tc.n_points, getattr(tc, "test_points", tc.n_points)) + 1
         if d < 1:
             raise UsageError(f"the GPT model needs input dimension d ≥ 1, got d={d}")
         if max_points < 1:
@@ -181,6 +207,8 @@ class GPT(EnsembleModel):
         self.blocks = nn.ModuleList(Block(config, seeds, i, dtype) for i in range(config.n_layers))
         self.ln_f = EnsembleLayerNorm(E, w, dtype) if config.layernorm else None
         self.read_out = EnsembleLinear(seeds, w, 1, std, 2, dtype)
+        self.hook_embed, self.hook_pred = HookPoint(), HookPoint()
+        self.setup_hooks()
 
     def tokens(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x (E', B, T, d), y (E', B, T) → interleaved tokens (E', B, 2T−1, d), y-tokens (y, 0, …, 0)."""
@@ -204,18 +232,13 @@ class GPT(EnsembleModel):
         h = self.read_in(tok)
         if self.pos is not None:
             h = (h.view(E, B, S, -1) + self.pos[:, None, :S]).view(E, B * S, -1)
-        self.record("hook_embed", h, B)
+        h = hook_flat(self.hook_embed, h, B)
         # Only the x-tokens are read out, so the last block works on them alone after its
-        # attention (~10% of a 4-layer model's work). With a cache every hook keeps all tokens.
+        # attention (~10% of a 4-layer model's work). With hooks attached every hook keeps all tokens.
+        all_tokens = self.hooks_active
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            h = block(h, B, self, x_only=i == last and self._cache is None)
-        h_x = h if self._cache is None else x_tokens(h, B)
+            h = block(h, B, x_only=i == last and not all_tokens)
+        h_x = x_tokens(h, B) if all_tokens else h
         pred = self.read_out(h_x, self.ln_f).view(E, B, T)
-        return self.hook("hook_pred", pred)
-
-    def record(self, name: str, h: torch.Tensor, n_prompts: int) -> None:
-        """Hook point for a flat activation (E, B·S, ...), stored as (E, B, S, ...) when caching.
-        Outside `caching()` this is a no-op, so training pays nothing for it."""
-        if self._cache is not None:
-            self.hook(name, h.view(h.shape[0], n_prompts, -1, *h.shape[2:]))
+        return self.hook_pred(pred)

@@ -33,8 +33,18 @@ Two implementations of the same function (a test checks they agree):
           (E, B, K) work per batch, K ≤ L the most cells a sequence visits (C = S·(S+1)^M cells
           in all, 192 at S = M = 3). The counts are cached per training input tensor, so
           full-batch training computes them once. `impl: auto` picks counts while C ≤ 4096.
-Hook points: `copier.hook_rpe` (E, H, M), `selector.hook_weights` (E, n_subsets), `hook_pred`
-(E, B, S), and the per-position pattern `classifier.hook_pattern` (E, B, L) on the direct path.
+Built as Model(config, task, seeds, dtype); the vocabulary S is the task's `n_states`.
+
+Hook points, on the shared scheme (layer 0 the copier, layer 1 the selector + classifier):
+  blocks.0.attn.hook_pattern     the copier's attention over the offsets 1..M: simplified model
+                                 softmax(w) (E, H, M) (formerly `copier.hook_rpe`); full model the
+                                 per-token attention (E, N, H, M) — N the B·(L+1) positions on the
+                                 direct path, the table's windows then cells on the counts path
+  blocks.1.hook_selector_weights the normalised c_S² (E, n_subsets) (formerly `selector.hook_weights`)
+  blocks.1.attn.hook_pattern     the classifier's attention over the positions (E, B, L), direct
+                                 path only (formerly `classifier.hook_pattern`)
+  hook_pred                      ŷ (E, B, S)
+(the counts path has no per-position pattern: set `impl: direct` to read or patch it).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from torch import nn
 
 from icldyn.config import Strict
 from icldyn.errors import UsageError
-from icldyn.models.base import EnsembleModel
+from icldyn.models.base import EnsembleModel, HookGroup, HookPoint, task_config
 
 COUNTS_MAX_CELLS = 4096  # `impl: auto` uses counts while C = S·(S+1)^M stays this small
 
@@ -162,16 +172,16 @@ def cell_table(S: int, M: int, dtype, device) -> tuple[torch.Tensor, torch.Tenso
 
 
 class InductionSimplified(EnsembleModel):
-    """Shapes in the module doc. Constructor: (config, vocab, seeds, dtype) with vocab the
-    number of states S or the task config (its `n_states`)."""
+    """Shapes and hook points in the module doc. Constructor: (config, task, seeds, dtype), the
+    vocabulary S the task's `n_states`."""
 
     prefix_outputs = False
     reads_own_token = False  # does a copier head's output at i depend on x_i itself?
 
-    def __init__(self, config: InductionSimplifiedConfig, vocab, seeds, dtype=torch.float32):
+    def __init__(self, config: InductionSimplifiedConfig, task, seeds, dtype=torch.float32):
         super().__init__(len(seeds))
         self.config = config
-        self.S = int(vocab) if isinstance(vocab, int) else int(vocab.n_states)
+        self.S = int(task_config(task).n_states)
         E, H, M = len(seeds), config.n_heads, config.window
         w = torch.full((E, H, M), config.w_minus, dtype=dtype)
         w[:, torch.arange(H), torch.arange(H)] = config.w_plus
@@ -186,6 +196,12 @@ class InductionSimplified(EnsembleModel):
             idx[k, : len(s)] = torch.tensor(s)
         self.register_buffer("subset_index", idx, persistent=False)
         self._cells: tuple | None = None  # (key, _Cells, x): x is held so its address stays unique
+        self.blocks = nn.ModuleList([
+            HookGroup(attn=HookGroup(hook_pattern=HookPoint())),
+            HookGroup(hook_selector_weights=HookPoint(), attn=HookGroup(hook_pattern=HookPoint())),
+        ])
+        self.hook_pred = HookPoint()
+        self.setup_hooks()
 
     # -- probes ----------------------------------------------------------------------------------
     def subset_weights(self) -> torch.Tensor:
@@ -203,7 +219,7 @@ class InductionSimplified(EnsembleModel):
     # -- layers ----------------------------------------------------------------------------------
     def copier(self, own: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
         """own (E|1, N, S) own token, win (E|1, N, M, S) → normalised head outputs (E, N, H, S)."""
-        p = self.hook("copier.hook_rpe", self.rpe_mass())
+        p = self.blocks[0].attn.hook_pattern(self.rpe_mass())
         v = torch.einsum("ehm,enms->enhs", p, win.expand(p.shape[0], *win.shape[1:]))
         return F.normalize(v, dim=-1, eps=1e-12)
 
@@ -218,7 +234,7 @@ class InductionSimplified(EnsembleModel):
         feats = members[:, 0]
         for d in range(1, members.shape[1]):  # explicit products: prod's backward is slow on zeros
             feats = feats * members[:, d]
-        weights = self.hook("selector.hook_weights", self.subset_weights())
+        weights = self.blocks[1].hook_selector_weights(self.subset_weights())
         return torch.einsum("ke...,ek->e...", feats, weights)
 
     # -- forward ---------------------------------------------------------------------------------
@@ -231,7 +247,7 @@ class InductionSimplified(EnsembleModel):
         if x.dim() != 3 or x.dtype != torch.long:
             raise UsageError(f"{type(self).__name__} takes long tokens x (E, B, L); got {tuple(x.shape)} {x.dtype}")
         pred = self.forward_counts(x) if impl == "counts" else self.forward_direct(x)
-        return self.hook("hook_pred", pred)
+        return self.hook_pred(pred)
 
     def forward_direct(self, x: torch.Tensor) -> torch.Tensor:
         """The model as written: x (E|1, B, L) long → ŷ (E, B, S)."""
@@ -244,7 +260,7 @@ class InductionSimplified(EnsembleModel):
         v = v.reshape(E, B, L + 1, -1, self.S)
         G = self.similarity(v[:, :, :L], v[:, :, L:])                         # (E, B, L, H)
         K = self.selector(G)                                                  # (E, B, L)
-        attn = self.hook("classifier.hook_pattern", torch.softmax(self.a[:, None, None] * K, -1))
+        attn = self.blocks[1].attn.hook_pattern(torch.softmax(self.a[:, None, None] * K, -1))
         return torch.einsum("ebl,ebls->ebs", attn, onehot.expand(E, B, L, self.S))
 
     def cells(self, x: torch.Tensor) -> _Cells:
@@ -295,8 +311,8 @@ class InductionFull(InductionSimplified):
 
     reads_own_token = True
 
-    def __init__(self, config: InductionFullConfig, vocab, seeds, dtype=torch.float32):
-        super().__init__(config, vocab, seeds, dtype)
+    def __init__(self, config: InductionFullConfig, task, seeds, dtype=torch.float32):
+        super().__init__(config, task, seeds, dtype)
         E, H, S = len(seeds), config.n_heads, self.S
         eye = torch.eye(S, dtype=dtype).expand(E, H, S, S)
         self.q_proj = nn.Parameter(config.qk_init * eye.clone())
@@ -310,7 +326,7 @@ class InductionFull(InductionSimplified):
         own, win = own.expand(E, *own.shape[1:]), win.expand(E, *win.shape[1:])
         qk = self.q_proj @ self.k_proj.transpose(-1, -2)                      # (E, H, S, S)
         content = torch.einsum("enht,enmt->enhm", torch.einsum("ens,ehst->enht", own, qk), win)
-        attn = torch.softmax(content + self.w[:, None], -1)
+        attn = self.blocks[0].attn.hook_pattern(torch.softmax(content + self.w[:, None], -1))  # (E, N, H, M)
         v = torch.einsum("enhs,ehst->enht", torch.einsum("enhm,enms->enhs", attn, win), self.ov)
         if self.config.norm == "l2":
             return F.normalize(v, dim=-1, eps=1e-12)

@@ -3,6 +3,14 @@
 Embedding Z ∈ R^{(d+1)×(n+1)}: column i = (x_i; y_i), last column (x_q; 0). One layer:
 Z ← Z + W^{PV} Z M (Zᵀ W^{KQ} Z) / n, with M = I (ZFB: the query column is a key/value too) or
 M = diag(1..1, 0) (Ahn et al.'s mask). The prediction is the y-entry of the query column.
+
+Built as LSA(config, task, seeds, dtype); d is the task's `d`. The effective matrix B = vU is
+the method `effective_matrix()`. Hook points (K keys: n, or n+1 with the query a key too;
+scores s = z_kᵀ W^KQ z_q, pattern = s/n, zero on a masked key):
+  blocks.{i}.attn.hook_scores, blocks.{i}.attn.hook_pattern   (E, B, n+1, K) [query, key] in the
+      layers before the last; (E, B, K) in the last (only the query column is read out), where the
+      one-layer model gives (E, B, n+1) with the query's own entry 0 in the pattern when masked;
+  hook_pred   (E, B, 1).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from torch import nn
 
 from icldyn.config import Strict
 from icldyn.errors import UsageError
-from icldyn.models.base import EnsembleModel, seeded_normal
+from icldyn.models.base import EnsembleModel, HookPoint, attention_hooks, seeded_normal, task_config
 
 
 class LSAConfig(Strict):
@@ -37,8 +45,9 @@ def embed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class LSA(EnsembleModel):
     prefix_outputs = False
 
-    def __init__(self, config: LSAConfig, d: int, seeds, dtype=torch.float32):
+    def __init__(self, config: LSAConfig, task, seeds, dtype=torch.float32):
         super().__init__(len(seeds))
+        d = task_config(task).d
         self.config, self.d = config, d
         D, s0 = d + 1, config.init_scale
         pv, kq = [], []
@@ -61,31 +70,43 @@ class LSA(EnsembleModel):
             kq.append(w_kq)
         self.w_pv = nn.ParameterList([nn.Parameter(p) for p in pv])
         self.w_kq = nn.ParameterList([nn.Parameter(k) for k in kq])
+        self.blocks = nn.ModuleList(attention_hooks("hook_scores", "hook_pattern") for _ in range(config.n_layers))
+        self.hook_pred = HookPoint()
+        self.setup_hooks()
 
     def forward(self, batch) -> torch.Tensor:
         """Prediction for the query of each prompt: (E, B, 1)."""
         if self.config.n_layers == 1:
-            return self.hook("hook_pred", self._one_layer(batch.x, batch.y))
+            return self.hook_pred(self._one_layer(batch.x, batch.y))
         Z = embed(batch.x, batch.y)
         n = Z.shape[-1] - 1
         keys = Z[..., :n] if self.config.mask_query else Z
         last = self.config.n_layers - 1
-        for layer, (w_pv, w_kq) in enumerate(zip(self.w_pv, self.w_kq)):
-            w_pv, w_kq = w_pv[:, None], w_kq[:, None]  # (E, 1, D, D) broadcast over prompts
+        for layer, (w_pv, w_kq, hooks) in enumerate(zip(self.w_pv, self.w_kq, self.blocks)):
+            w_pv, w_kq, hooks = w_pv[:, None], w_kq[:, None], hooks.attn  # (E, 1, D, D) broadcast over prompts
             if layer < last:
-                scores = keys.transpose(-1, -2) @ (w_kq @ Z)                 # (E, B, n(+1), n+1)
-                Z = Z + w_pv @ (keys @ scores) / n
+                scores = keys.transpose(-1, -2) @ (w_kq @ Z)                 # (E, B, n(+1), n+1) [key, query]
+                if hooks.hook_scores.active:
+                    scores = hooks.hook_scores(scores.transpose(-1, -2)).transpose(-1, -2)
+                if hooks.hook_pattern.active:
+                    pattern = hooks.hook_pattern((scores / n).transpose(-1, -2)).transpose(-1, -2)
+                    Z = Z + w_pv @ (keys @ pattern)
+                else:
+                    Z = Z + w_pv @ (keys @ scores) / n
                 keys = Z[..., :n] if self.config.mask_query else Z
             else:
                 # only the query column is read out: z_q + W^PV K (Kᵀ W^KQ z_q) / n, as
                 # matrix-vector products (never the (D, D) Gram of every prompt)
                 z_q = Z[..., -1]                                               # (E, B, D)
                 key_q = z_q @ w_kq[:, 0].transpose(-1, -2)                     # (E, B, D)
-                scores = torch.einsum("ebdn,ebd->ebn", keys, key_q)            # (E, B, n(+1))
-                mixed = torch.einsum("ebdn,ebn->ebd", keys, scores) / n        # (E, B, D)
+                scores = hooks.hook_scores(torch.einsum("ebdn,ebd->ebn", keys, key_q))  # (E, B, n(+1))
+                if hooks.hook_pattern.active:
+                    mixed = torch.einsum("ebdn,ebn->ebd", keys, hooks.hook_pattern(scores / n))
+                else:
+                    mixed = torch.einsum("ebdn,ebn->ebd", keys, scores) / n    # (E, B, D)
                 pred = z_q[..., self.d] + (mixed * w_pv[:, 0, self.d][:, None, :]).sum(-1)
                 pred = pred[..., None]                                         # (E, B, 1)
-        return self.hook("hook_pred", pred)
+        return self.hook_pred(pred)
 
     def _one_layer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The one-layer prediction straight from x (E', B, T, d), y (E', B, T), never building Z:
@@ -110,8 +131,14 @@ class LSA(EnsembleModel):
             v = pv[:, :d] @ x[0].reshape(B * T, d).T                         # (E, B·T)
         # the label entries, with the query's zeroed as in the embedding (no gradient flows into y)
         y0 = torch.cat([y[..., :n], torch.zeros_like(y[..., n:])], dim=-1)    # (E', B, T)
-        s = s.reshape(E, B, T) + y0 * key_q[..., d:]
+        hooks = self.blocks[0].attn
+        s = hooks.hook_scores(s.reshape(E, B, T) + y0 * key_q[..., d:])
         v = v.reshape(E, B, T) + y0 * pv[:, None, d:]
+        if hooks.hook_pattern.active:
+            pattern = s / n
+            if self.config.mask_query:
+                pattern = torch.cat([pattern[..., :n], torch.zeros_like(pattern[..., n:])], dim=-1)
+            return (hooks.hook_pattern(pattern) * v).sum(-1)[..., None]
         sv = s * v
         pred = (sv[..., :n] if self.config.mask_query else sv).sum(-1)
         return (pred / n)[..., None]

@@ -8,8 +8,11 @@ Prompts: x (E, B, L+1, d), y (E, B, L+1, I) with the query last (`tasks/multitas
 Decomposable family: W = Σ_i ω_i Φ_iΦ_iᵀ, U = Σ_i μ_i ψ_iψ_iᵀ for the task's orthogonal bases Φ
 (d×d, Φ_i its d×d₀ column block) and Ψ (I×I, ψ_i its column). `parametrisation: full` trains
 W, U as full matrices (E, H, d, d), (E, H, I, I); `reduced` trains only (ω, μ), each (E, H, I).
-The model takes Φ, Ψ as constructor arguments (`phi`, `psi`; identity by default) because the
-basis belongs to the task: build it with `MultiheadAttention.for_task(config, task, seeds)`.
+Built as MultiheadAttention(config, task, seeds, dtype): d, I and the basis (Φ, Ψ) are the
+task's (`task.d`, `task.n_tasks`, `task.phi`, `task.psi`; a task config without `orthogonal`
+gives the identity basis).
+Hook points: `blocks.0.attn.hook_scores` (E, B, H, L) the logits x_lᵀ W^{(h)} x_q,
+`blocks.0.attn.hook_pattern` (E, B, H, L) their softmax, `hook_pred` (E, B, I).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from icldyn.config import Strict
 from icldyn.errors import UsageError
-from icldyn.models.base import EnsembleModel
+from icldyn.models.base import EnsembleModel, HookPoint, attention_hooks, task_config
 from icldyn.seeding import generator
 
 
@@ -38,10 +41,16 @@ class MultiheadAttentionConfig(Strict):
 class MultiheadAttention(EnsembleModel):
     prefix_outputs = False
 
-    def __init__(self, config: MultiheadAttentionConfig, d: int, seeds: Sequence[int], dtype=torch.float32,
-                 *, phi: torch.Tensor | None = None, psi: torch.Tensor | None = None):
+    def __init__(self, config: MultiheadAttentionConfig, task, seeds: Sequence[int], dtype=torch.float32):
         super().__init__(len(seeds))
-        I, H = config.n_tasks, config.n_heads
+        tc = task_config(task)
+        I, H, d = config.n_tasks, config.n_heads, tc.d
+        if config.n_tasks != tc.n_tasks:
+            raise UsageError(f"model.n_tasks={config.n_tasks} must equal task.n_tasks={tc.n_tasks}")
+        phi, psi = getattr(task, "phi", None), getattr(task, "psi", None)
+        if phi is None and getattr(tc, "orthogonal", False):
+            raise UsageError("MultiheadAttention needs the task itself (its basis phi, psi) for "
+                             "task.orthogonal=true, not only the task config")
         if d % I:
             raise UsageError(f"model.n_tasks={I} must divide the input dimension d={d}")
         self.config, self.d, self.d0, self.n_tasks, self.n_heads = config, d, d // I, I, H
@@ -65,13 +74,9 @@ class MultiheadAttention(EnsembleModel):
             w, u_ = self._compose(omega0, omega0)
             self.key_query = nn.Parameter(w)
             self.output_value = nn.Parameter(u_)
-
-    @classmethod
-    def for_task(cls, config: MultiheadAttentionConfig, task, seeds: Sequence[int], dtype=torch.float32):
-        """The model in the basis (Φ, Ψ) of a `MultitaskRegressionTask`."""
-        if config.n_tasks != task.n_tasks:
-            raise UsageError(f"model.n_tasks={config.n_tasks} must equal task.n_tasks={task.n_tasks}")
-        return cls(config, task.d, seeds, dtype, phi=task.phi, psi=task.psi)
+        self.blocks = nn.ModuleList([attention_hooks("hook_scores", "hook_pattern")])
+        self.hook_pred = HookPoint()
+        self.setup_hooks()
 
     # -- parametrisations ----------------------------------------------------------------------
     def _compose(self, omega: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,15 +120,16 @@ class MultiheadAttention(EnsembleModel):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, batch) -> torch.Tensor:
-        """Query predictions (E, B, I). Hooks: hook_scores, hook_attention (E, B, H, L), hook_pred."""
+        """Query predictions (E, B, I). Hooks in the module doc."""
         W, U = self.matrices()
         keys, values, query = batch.x[:, :, :-1], batch.y[:, :, :-1], batch.x[:, :, -1]
         wq = torch.einsum("ehab,enb->enha", W, query)                     # W^{(h)} x_q  (E, B, H, d)
-        scores = self.hook("hook_scores", torch.einsum("enla,enha->enhl", keys, wq))
-        attn = self.hook("hook_attention", torch.softmax(scores, dim=-1))
+        hooks = self.blocks[0].attn
+        scores = hooks.hook_scores(torch.einsum("enla,enha->enhl", keys, wq))
+        attn = hooks.hook_pattern(torch.softmax(scores, dim=-1))
         mixed = torch.einsum("enhl,enli->enhi", attn, values)              # Σ_l a_l y_l  (E, B, H, I)
         pred = torch.einsum("ehij,enhj->eni", U, mixed)
-        return self.hook("hook_pred", pred)
+        return self.hook_pred(pred)
 
     def loss(self, pred: torch.Tensor, batch) -> torch.Tensor:
         """Per-seed ½·E‖ŷ_q − y_q‖² (E,): squared error summed over the I tasks, mean over prompts.

@@ -8,7 +8,10 @@ z_i = (x_i; y_i), z_q = (x_q; 0): ŷ = Σ_i attn_i (W^{PV} z_i)_d, attn_i = soft
 from W^{KQ} = 0, W^{PV} = [[0,0],[0,1]].
 `query_in_softmax`: the query token z_q = (x_q; 0) is one more key (score x_qᵀ Q x_q), whose
 value is 0 in the "q" model (its label is unknown).
-Hook point `hook_attention` (E, B, N): the attention on the N context tokens.
+Built as SoftmaxAttention(config, task, seeds, dtype); d is the task's `d`.
+Hook points: `blocks.0.attn.hook_scores` (E, B, N), the logits of the N context tokens;
+`blocks.0.attn.hook_pattern` (E, B, N), the attention on them (with `query_in_softmax` the
+query's own share stays out of it); `hook_pred` (E, B, 1).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from icldyn.config import Strict
-from icldyn.models.base import EnsembleModel
+from icldyn.models.base import EnsembleModel, HookPoint, attention_hooks, task_config
 
 
 class SoftmaxAttentionConfig(Strict):
@@ -32,8 +35,9 @@ class SoftmaxAttentionConfig(Strict):
 class SoftmaxAttention(EnsembleModel):
     prefix_outputs = False
 
-    def __init__(self, config: SoftmaxAttentionConfig, d: int, seeds, dtype=torch.float32):
+    def __init__(self, config: SoftmaxAttentionConfig, task, seeds, dtype=torch.float32):
         super().__init__(len(seeds))
+        d = task_config(task).d
         self.config, self.d = config, d
         E, D = len(seeds), d + 1
         if config.train == "q":
@@ -43,6 +47,9 @@ class SoftmaxAttention(EnsembleModel):
             w_pv = torch.zeros(E, D, D, dtype=dtype)
             w_pv[:, d, d] = 1.0
             self.w_pv = nn.Parameter(w_pv)
+        self.blocks = nn.ModuleList([attention_hooks("hook_scores", "hook_pattern")])
+        self.hook_pred = HookPoint()
+        self.setup_hooks()
 
     def forward(self, batch) -> torch.Tensor:
         """Prediction for the query of each prompt: (E, B, 1)."""
@@ -64,15 +71,15 @@ class SoftmaxAttention(EnsembleModel):
             values = (z_ctx @ readout[:, None, :, None]).squeeze(-1)       # (E, B, N)
             q_logit = (x_q * query[..., :d]).sum(-1, keepdim=True)
             q_value = (x_q * readout[:, None, :d]).sum(-1, keepdim=True)
+        hooks = self.blocks[0].attn
+        logits = hooks.hook_scores(logits)
         if self.config.query_in_softmax:
             attn = torch.softmax(torch.cat([logits, q_logit], dim=-1), dim=-1)
-            pred = (attn[..., :-1] * values).sum(-1, keepdim=True) + attn[..., -1:] * q_value
-            attn = attn[..., :-1]
+            pred = (hooks.hook_pattern(attn[..., :-1]) * values).sum(-1, keepdim=True) + attn[..., -1:] * q_value
         else:
-            attn = torch.softmax(logits, dim=-1)
+            attn = hooks.hook_pattern(torch.softmax(logits, dim=-1))
             pred = (attn * values).sum(-1, keepdim=True)
-        self.hook("hook_attention", attn)
-        return self.hook("hook_pred", pred)
+        return self.hook_pred(pred)
 
     # -- quantities of interest ----------------------------------------------------------------
     def key_query_matrix(self) -> torch.Tensor:
@@ -88,8 +95,8 @@ class SoftmaxAttention(EnsembleModel):
     def attention(self, batch) -> torch.Tensor:
         """Attention on the context tokens (E, B, N), without tracking gradients."""
         with torch.no_grad():
-            _, cache = self.run_with_cache(batch)
-        return cache["hook_attention"]
+            _, cache = self.run_with_cache(batch, "blocks.0.attn.hook_pattern")
+        return cache["blocks.0.attn.hook_pattern"]
 
     def feature_attention(self, batch, K: int) -> torch.Tensor:
         """Attention mass on the tokens of each feature (E, B, K), from batch.extras['feature']."""

@@ -30,9 +30,9 @@ def per_feature_statistics(model, batch, K: int, chunk: int = CHUNK) -> dict[str
     for start in range(0, batch.x.shape[1], chunk):
         part = batch.select(slice(start, start + chunk))
         query = part.extras["feature"][..., -1]                                  # (1, b)
-        pred, cache = model.run_with_cache(part)                                 # one forward pass
+        pred, cache = model.run_with_cache(part, "blocks.0.attn.hook_pattern")   # one forward pass
         err = 0.5 * (pred[..., 0] - part.y[..., -1]).pow(2).double()             # (E, b)
-        attn = cache["hook_attention"].double()                                  # (E, b, N)
+        attn = cache["blocks.0.attn.hook_pattern"].double()                      # (E, b, N)
         E = err.shape[0]
         token = part.extras["feature"][..., :-1].expand(E, -1, -1)               # (E, b, N)
         mass = torch.zeros(*attn.shape[:2], K, dtype=attn.dtype, device=attn.device)

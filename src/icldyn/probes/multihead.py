@@ -59,7 +59,7 @@ def projected_loss_probe(config, task):
     """probe/projected_loss: held-out loss of the decomposable projection of (W, U) (E,)."""
     import copy
 
-    from icldyn.train.trainer import evaluate
+    from icldyn.models.base import evaluate
 
     @torch.no_grad()
     def probe(ctx):
@@ -94,8 +94,9 @@ def task_loss_probe(config, task):
 
 def attention_stats(model, batch) -> dict[str, torch.Tensor]:
     """score_scale, max_attention, attention_spread, each (E, H), on `batch` (query last)."""
-    _, cache = model.run_with_cache(batch)
-    scores, attn = cache["hook_scores"].double(), cache["hook_attention"].double()   # (E, B, H, L)
+    _, cache = model.run_with_cache(batch, lambda name: name.startswith("blocks.0.attn."))
+    scores = cache["blocks.0.attn.hook_scores"].double()                           # (E, B, H, L)
+    attn = cache["blocks.0.attn.hook_pattern"].double()
     L = attn.shape[-1]
     return {
         "score_scale": scores.var(-1, unbiased=False).mean(1).sqrt(),

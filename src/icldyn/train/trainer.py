@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from icldyn.errors import DivergedError, UsageError
+from icldyn.models.base import evaluate
 from icldyn.probes.base import Probe, RecordContext
 from icldyn.seeding import generator
 from icldyn.store import RunDir, load_checkpoint, save_checkpoint
@@ -26,7 +27,6 @@ from icldyn.tasks.base import Batch
 from icldyn.train.optim import build_optimizer
 from icldyn.train.schedule import record_steps, step_lr
 
-EVAL_CHUNK = 8192
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,17 +35,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("device=cuda was asked for, but no CUDA device is available; allowed: auto, cpu")
     return torch.device(name)
-
-
-@torch.no_grad()
-def evaluate(model, batch: Batch, chunk: int = EVAL_CHUNK) -> torch.Tensor:
-    """Per-seed training-convention loss (E,) on held-out prompts, in chunks of prompts."""
-    total, n = 0.0, batch.x.shape[1]
-    for start in range(0, n, chunk):
-        part = batch.select(slice(start, start + chunk))
-        size = part.x.shape[1]
-        total = total + model.loss(model(part), part).double() * size
-    return total / n
 
 
 class Trainer:
