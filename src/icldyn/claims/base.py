@@ -192,10 +192,18 @@ class ClaimList:
         return [s.id for s in self.specs]
 
     def evaluate(self, run) -> list[Claim]:
-        out = []
-        for spec in self.specs:
-            targets = self.views(run) if spec.per_view else [("", run)]
-            out += [c for suffix, r in targets if (c := spec.evaluate(r, suffix)) is not None]
+        """Every claim, in registration order; a block of consecutive per-view specs is evaluated
+        view by view (all of a view's claims together, as a claims table reads best)."""
+        out, block = [], []
+        for spec in self.specs + [None]:
+            if spec is not None and spec.per_view:
+                block.append(spec)
+                continue
+            for suffix, r in self.views(run) if block else []:
+                out += [c for s in block if (c := s.evaluate(r, suffix)) is not None]
+            block = []
+            if spec is not None and (c := spec.evaluate(run)) is not None:
+                out.append(c)
         return out
 
 
