@@ -2,7 +2,6 @@
 
 import itertools
 import math
-import time
 
 import numpy as np
 import pytest
@@ -384,18 +383,3 @@ def test_model_config_errors():
     with pytest.raises(UsageError, match="tokens"):
         InductionSimplified(InductionSimplifiedConfig(), NgramMarkovConfig(n_states=3), [0])(Batch(torch.zeros(1, 2, 3, 1), torch.zeros(1, 2)))
 
-
-def test_epoch_timing_is_recorded(record_property):
-    """The paper's full batch (9,000 sequences, L = 100): time one forward+backward (not asserted)."""
-    t = NgramMarkovTask(NgramMarkovConfig())
-    t0 = time.perf_counter()
-    b = t.sample([0], 0, 10_000, stream="fixed")
-    record_property("dataset_10k_s", time.perf_counter() - t0)
-    b = b.select(slice(0, 9000))
-    m = InductionSimplified(InductionSimplifiedConfig(), t, [0])
-    m.loss(m(b), b).sum().backward()
-    t0 = time.perf_counter()
-    for _ in range(3):
-        m.zero_grad()
-        m.loss(m(b), b).sum().backward()
-    record_property("epoch_ms", (time.perf_counter() - t0) / 3 * 1e3)

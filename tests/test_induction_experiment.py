@@ -7,11 +7,12 @@ import torch
 from icldyn import api
 from icldyn.errors import UsageError
 from icldyn.experiments import EXPERIMENTS
+from icldyn.analysis import induction as an
 from icldyn.experiments import induction_claims as ic
-from icldyn.experiments.induction import NgramSplitTask
 from icldyn.models.induction import InductionSimplified, InductionSimplifiedConfig
 from icldyn.probes.induction import induction_probe
-from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+from icldyn.tasks import TASKS, build_task
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramSplitConfig, NgramSplitTask
 from icldyn.probes.base import RecordContext
 
 TINY = {"task.n_points": 20, "train.steps": 40, "train.dataset_size": 300, "train.batch_size": 300,
@@ -32,7 +33,8 @@ def by_id(run):
 
 def test_validation_split_is_the_disjoint_tail_of_one_fixed_draw():
     cfg = NgramMarkovConfig(n_points=12)
-    split = NgramSplitTask(cfg, torch.float64, train_size=30, val_size=10)
+    split = build_task(NgramSplitConfig(n_points=12, train_size=30, val_size=10), torch.float64)  # by its registry name
+    assert isinstance(split, NgramSplitTask) and TASKS["ngram-markov-split"][1] is NgramSplitTask
     full = NgramMarkovTask(cfg, torch.float64).sample([0, 1], 0, 40, stream="fixed")
     train = split.sample([0, 1], 0, 30, stream="fixed")               # what the trainer asks for
     val = split.sample([0, 1], 0, 10, stream="val")
@@ -43,7 +45,7 @@ def test_validation_split_is_the_disjoint_tail_of_one_fixed_draw():
     # the eval stream (loss/test) is another draw altogether
     assert not torch.equal(split.eval_batch(10, 0).x[0], val.x[0])
     # fresh training sequences: validation comes from the then unused fixed stream
-    fresh = NgramSplitTask(cfg, torch.float64, train_size=None, val_size=10)
+    fresh = NgramSplitTask(NgramSplitConfig(n_points=12, train_size=None, val_size=10), torch.float64)
     fixed10 = NgramMarkovTask(cfg, torch.float64).sample([0], 0, 10, stream="fixed")
     assert torch.equal(fresh.sample([0], 0, 10, stream="val").x, fixed10.x)
     with pytest.raises(UsageError, match="validation split"):
@@ -101,22 +103,22 @@ def test_probe_names_shapes_and_ablation_restores_the_model():
 
 def test_a_growth_tells_logarithmic_from_saturating():
     t = np.logspace(0, 4, 60)
-    slope, ratio = ic.a_growth(t, 2.0 * np.log10(t) + 1)
+    slope, ratio = an.a_growth(t, 2.0 * np.log10(t) + 1)
     assert slope == pytest.approx(2.0) and ratio == pytest.approx(1.0)
-    slope, ratio = ic.a_growth(t, 6 * (1 - np.exp(-t / 30)))           # levels off (negative control)
+    slope, ratio = an.a_growth(t, 6 * (1 - np.exp(-t / 30)))           # levels off (negative control)
     assert slope < ic.A_SLOPE_MIN
-    _, ratio = ic.a_growth(t, np.sqrt(t))                              # power-law growth: not logarithmic
+    _, ratio = an.a_growth(t, np.sqrt(t))                              # power-law growth: not logarithmic
     assert ratio > ic.A_RATIO[1]
 
 
 def test_plateau_then_emergence_needs_an_acceleration():
     t = np.concatenate([[0.0], np.logspace(-3, 1, 50)])
     escape = 0.7 - 0.5 / (1 + np.exp(-(t - 1.0) / 0.1))                 # flat, then a sharp drop at t = 1
-    found = ic.plateau_then_emergence(t, escape)
+    found = an.plateau_then_emergence(t, escape)
     assert found["plateau"] is not None and found["drop"] is not None
     assert found["acceleration"] > ic.ACCELERATION_MIN
     smooth = 0.2 + 0.5 * np.exp(-t / 0.1)                              # looks the same on a log axis
-    found = ic.plateau_then_emergence(t, smooth)
+    found = an.plateau_then_emergence(t, smooth)
     assert found["plateau"] is not None and found["acceleration"] <= 1.0 + 1e-9
 
 
@@ -129,9 +131,10 @@ def test_tiny_run_writes_everything_and_claims_are_recomputable(tmp_path):
               "baseline/gih/code", "baseline/gih_model_a/paper", "probe/head_ablation/1"):
         assert n in names, n
     assert set(run.theory["name"]) >= {"info/modified/1+2", "info/chi2/1+2", "s_star/0", "s_star/1", "margin_z"}
-    preds = set(run.curves["predictor"])
-    assert {"model/paper/alpha=0.1", "gih/code/alpha=1", "oracle/paper/alpha=1"} <= preds
-    assert sorted(set(run.curves["x"])) == [10, 20]
+    cv = run.curves
+    combos = set(zip(cv["predictor"], cv["metric"], cv["alpha"]))
+    assert {("model", "paper_loss", 0.1), ("gih", "code_loss", 1.0), ("oracle", "paper_loss", 1.0)} <= combos
+    assert set(cv["x_name"]) == {"n_examples"} and sorted(set(cv["x"])) == [10, 20]
     ids = by_id(run)
     for key in ("s_star_is_parents", "selector_on_s_star", "copier_on_parents", "heads_outside_s_star_do_not_matter",
                 "a_grows_logarithmically", "stage_order", "val_at_gih_level", "val_far_below_unigram",
@@ -248,3 +251,26 @@ def test_quick_preset(tmp_path, exp):
                 assert "holds for the bounded code loss" in c["statement"] and "finite" in c["note"]
         else:
             assert c["passed"] is True, c
+
+
+def test_generalisation_curves_read_the_general_and_the_legacy_schema(tmp_path):
+    """curves.parquet rows as written now (predictor, metric `<loss>_loss`, condition alpha) and as runs
+    stored before the general schema wrote them (predictor `<name>/<loss>/alpha=<α>`) read alike."""
+    import pandas as pd
+
+    from icldyn.store import Run, general_curves
+
+    cfg = EXPERIMENTS["induction-ngram"].config("quick", {"n_seeds": 2})
+    rows = [("model", L, kind, alpha, seed, 10 * L + seed + (kind == "code") + alpha)
+            for L in (10, 20) for kind in ("paper", "code") for alpha in (0.1, 1.0) for seed in (0, 1)]
+    new = pd.DataFrame([(n, "n_examples", L, f"{k}_loss", v, 0.0, s, a) for n, L, k, a, s, v in rows],
+                       columns=["predictor", "x_name", "x", "metric", "value", "stderr", "seed", "alpha"])
+    old = general_curves(pd.DataFrame([(f"{n}/{k}/alpha={a:g}", L, v, 0.0, s) for n, L, k, a, s, v in rows],
+                                      columns=["predictor", "n_examples", "mse", "stderr", "seed"]))
+    empty = pd.DataFrame()
+    for curves in (new, old):
+        run = Run(tmp_path, cfg, empty, curves, empty, [], {})
+        seed1 = an.generalisation_curve(run, "model", "code", 1.0, seed=1)
+        assert seed1.to_dict() == {10: 103.0, 20: 203.0}
+        assert an.generalisation_curve(run, "model", "paper", 0.1).to_dict() == pytest.approx({10: 100.6, 20: 200.6})
+        assert an.generalisation_curve(run, "gih", "paper", 0.1).empty

@@ -4,7 +4,8 @@ chains and its three stages (Chen, Sheen, Wang & Yang 2024, "Unveiling Induction
 Data: the paper's fixed dataset, `train.dataset_size + validation_size` sequences (9,000 + 1,000)
 drawn once per seed from the task's "fixed" stream and split by index: the trainer trains on the
 first 9,000 (full-batch GD), `loss/val` and every baseline are measured on the last 1,000 — the
-same prompts, disjoint from the training set by construction (`NgramSplitTask`). `loss/test` is
+same prompts, disjoint from the training set by construction (the `ngram-markov-split` task,
+`tasks/ngram_markov.py`). `loss/test` is
 the trainer's usual held-out stream (fresh prompts shared by all seeds).
 
 induction-ngram trains the simplified model twice from one command — under the paper's loss
@@ -31,7 +32,6 @@ has almost nothing left to learn and its slow late sharpening comes after a's gr
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Literal
 
@@ -40,63 +40,19 @@ import torch
 from pydantic import Field
 
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.errors import UsageError
-from icldyn.analysis.runs import views as run_views
 from icldyn.claims import Claim
 from icldyn.experiments.base import Experiment
+from icldyn.experiments.induction_claims import FULL, NGRAM
+from icldyn.models import ModelConfig
 from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig, token_loss
 from icldyn.probes import build_probes
 from icldyn.probes.induction import LOSSES, gih_with_a
-from icldyn.models import ModelConfig
-from icldyn.tasks import TaskConfig
-from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+from icldyn.tasks import TaskConfig, build_task
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramSplitConfig
+from icldyn.theory.induction import selection_summary
 
-SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
 BASELINES = ("unigram", "ngram_bayes", "gih", "oracle")
 FLAT_RPE = {"w_plus": 1.0, "w_minus": 0.01}
-
-
-# -- data: the fixed dataset and its validation split ---------------------------------------------
-class NgramSplitTask(NgramMarkovTask):
-    """`ngram-markov` with the paper's 90/10 split of one fixed draw (module doc).
-
-    stream "fixed" with batch_size = train_size: the first train_size sequences of a draw of
-    train_size + val_size; stream "val": the last val_size. Without a fixed training set
-    (train_size None: fresh sequences every step) "val" is val_size sequences of the unused
-    fixed stream. Shapes as in `tasks/ngram_markov.py`.
-    """
-
-    def __init__(self, config, dtype, train_size: int | None, val_size: int):
-        super().__init__(config, dtype)
-        self.train_size, self.val_size = train_size, val_size
-        self._drawn: dict = {}
-
-    def _split(self, seeds, device):
-        key = (tuple(seeds), str(device))
-        if key not in self._drawn:
-            n = self.train_size + self.val_size
-            self._drawn = {key: super().sample(seeds, 0, n, device=device, stream="fixed")}
-        return self._drawn[key]
-
-    def sample(self, seeds, step, batch_size, *, n_points=None, device="cpu", stream="train", alpha=None):
-        plain = n_points is None and alpha is None and self.train_size is not None
-        if stream == "fixed" and plain and batch_size == self.train_size:
-            return _contiguous(self._split(seeds, device).select(slice(0, self.train_size)))
-        if stream == "val":
-            if self.train_size is None:  # fresh training sequences: the fixed stream is unused
-                return super().sample(seeds, 0, self.val_size, n_points=n_points, device=device,
-                                      stream="fixed", alpha=alpha)
-            if not plain:
-                raise UsageError("the validation split is part of the fixed dataset: it has the training "
-                                 "length and prior (use eval_batch for other n_points or alpha)")
-            return _contiguous(self._split(seeds, device).select(slice(self.train_size, None)))
-        return super().sample(seeds, step, batch_size, n_points=n_points, device=device, stream=stream,
-                              alpha=alpha)
-
-
-def _contiguous(batch):
-    batch.x, batch.y = batch.x.contiguous(), batch.y.contiguous()
-    return batch
 
 
 # -- configs ---------------------------------------------------------------------------------------
@@ -125,29 +81,10 @@ class InductionFullExpConfig(InductionNgramConfig):
 
 
 # -- theory: Ĩ and S* ------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def information(S: int, parents: tuple, alpha: float, window: int, max_degree: int, n_draws: int) -> dict:
-    """Ĩ and I_χ² per subset (mean, stderr), S*, the runner-up and the paired z-score of S*'s margin."""
-    from icldyn.theory import induction as th
-
-    args = dict(n_states=S, parents=list(parents), alpha=alpha, window=window, max_degree=max_degree,
-                n_draws=n_draws, seed=0)
-    draws = th.information_draws(**args)
-    chi2 = th.information_draws(**{**args, "kind": "chi2"})
-    means = {k: float(v.mean()) for k, v in draws.items()}
-    best = max(means, key=means.get)
-    runner = max((k for k in means if k != best), key=means.get, default=best)
-    diff = draws[best] - draws[runner]
-    z = float(diff.mean() / (diff.std() / math.sqrt(len(diff)))) if runner != best else math.inf
-    se = lambda v: float(v.std() / math.sqrt(len(v)))  # noqa: E731
-    return {"modified": {k: (float(v.mean()), se(v)) for k, v in draws.items()},
-            "chi2": {k: (float(v.mean()), se(v)) for k, v in chi2.items()},
-            "s_star": tuple(int(s) for s in best.split("+")), "runner_up": runner, "margin_z": z}
-
-
 def info_for(config) -> dict:
+    """Ĩ and I_χ² per subset, S* and its margin for this config (`theory.induction.selection_summary`)."""
     t, m = config.task, config.model
-    return information(t.n_states, tuple(t.parents), float(t.alpha), m.window, m.max_degree, config.info_draws)
+    return selection_summary(t.n_states, tuple(t.parents), float(t.alpha), m.window, m.max_degree, config.info_draws)
 
 
 def theory_frame(config) -> pd.DataFrame:
@@ -163,14 +100,6 @@ def theory_frame(config) -> pd.DataFrame:
 
 
 # -- the experiments -------------------------------------------------------------------------------
-def views(run) -> list[tuple[str, object]]:
-    """(claim-id suffix, run) pairs from the shared `run_views`: `[paper]`/`[code]` for the variants
-    of a sweep directory (variant `loss=paper`), "" for a single run."""
-    if not run.variants:
-        return [("", run)]
-    return [(f"[{name.split('=')[-1]}]", r) for name, r in run_views(run)]
-
-
 class InductionNgram(Experiment):
     name = "induction-ngram"
     title = "Simplified two-layer transformer learns the generalized induction head in three stages"
@@ -184,7 +113,10 @@ class InductionNgram(Experiment):
     }
 
     def build_task(self, config):
-        return NgramSplitTask(config.task, self.dtype(config), config.train.dataset_size, config.validation_size)
+        """`ngram-markov-split`: the experiment's `ngram-markov` task with the fixed dataset's split."""
+        split = NgramSplitConfig(**config.task.model_dump(exclude={"name"}), train_size=config.train.dataset_size,
+                                 val_size=config.validation_size)
+        return build_task(split, self.dtype(config))
 
     def variants(self, config):
         if not config.compare_losses:
@@ -203,14 +135,12 @@ class InductionNgram(Experiment):
         run_dir.write_curves(generalisation_curves(config, task, model, device))
 
     def claims(self, run) -> list[Claim]:
-        from icldyn.experiments.induction_claims import ngram_claims
-
-        return ngram_claims(run, views(run))
+        return NGRAM.evaluate(run)
 
     def figures(self, run):
         from icldyn.report.induction import ngram_figures
 
-        return ngram_figures(run, views(run))
+        return ngram_figures(run)
 
 
 class InductionFullExperiment(InductionNgram):
@@ -224,23 +154,21 @@ class InductionFullExperiment(InductionNgram):
     }
 
     def claims(self, run) -> list[Claim]:
-        from icldyn.experiments.induction_claims import full_claims
-
-        return full_claims(run, views(run))
+        return FULL.evaluate(run)
 
     def figures(self, run):
         from icldyn.report.induction import full_figures
 
-        return full_figures(run, views(run))
+        return full_figures(run)
 
 
 # -- generalisation: other context lengths and another prior -------------------------------------
 @torch.no_grad()
 def generalisation_curves(config, task, model, device) -> pd.DataFrame:
     """Loss of the trained model and of every baseline for L ∈ generalisation_lengths at the
-    training α and at generalisation_alpha, both losses: curves.parquet rows with predictor
-    `<name>/<loss>/alpha=<α>`, n_examples = L, mse = the mean loss (cross-entropy, not an MSE:
-    the column keeps the store's schema), its stderr over prompts, seed (−1: one value for all)."""
+    training α and at generalisation_alpha, both losses: curves.parquet rows (general schema) with
+    predictor = the model or baseline, x_name = n_examples, x = L, metric = `<loss>_loss` (paper, code),
+    value = the mean loss and its stderr over prompts, seed (−1: one value for all), condition alpha."""
     from icldyn.estimators.ngram import NGRAM_ESTIMATORS
 
     s_star = list(info_for(config)["s_star"])
@@ -262,9 +190,9 @@ def generalisation_curves(config, task, model, device) -> pd.DataFrame:
                     for e in range(per.shape[0]):
                         seed = seeds[e] if per.shape[0] == len(seeds) and name in ("model", "gih_model_a") else -1
                         v = per[e]
-                        rows.append((f"{name}/{kind}/alpha={alpha:g}", L, float(v.mean()),
-                                     float(v.std() / math.sqrt(len(v))), seed))
-    return pd.DataFrame(rows, columns=["predictor", "n_examples", "mse", "stderr", "seed"])
+                        rows.append((name, "n_examples", L, f"{kind}_loss", float(v.mean()),
+                                     float(v.std() / math.sqrt(len(v))), seed, alpha))
+    return pd.DataFrame(rows, columns=["predictor", "x_name", "x", "metric", "value", "stderr", "seed", "alpha"])
 
 
 def _per_prompt_loss(probs, y, kind, eps) -> torch.Tensor:

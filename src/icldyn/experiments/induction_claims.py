@@ -2,7 +2,9 @@
 
 Thresholds are fixed here, before any run. Losses are compared on one scale across the two
 training losses: the fraction of the in-context unigram → oracle gap, (loss − oracle)/(unigram −
-oracle), all measured on the same validation prompts of the same seed.
+oracle), all measured on the same validation prompts of the same seed. The curve analysis they
+read (S*, stage times, a's growth, the plateau test, the generalisation gaps) is `analysis/induction.py`.
+Per-view claims are measured on each training loss's run: `[paper]`/`[code]` (`loss_views`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import math
 
 import numpy as np
 
-from icldyn.claims import Claim, above, below
-from icldyn.analysis import phases
+from icldyn.analysis import induction as an
+from icldyn.analysis.induction import EMERGENCE_DEPTH, PLATEAU_DECADES
+from icldyn.analysis.runs import final_values as final
+from icldyn.analysis.runs import metric_curve
+from icldyn.claims import Above, Below, Claim, ClaimList, Judged, Measurement
 
 SOURCE = "Chen, Sheen, Wang & Yang 2024 (arXiv 2409.10559)"
 
@@ -26,401 +31,260 @@ UNIGRAM_FRACTION = 0.25     # claim 5: (loss − oracle) / (unigram − oracle)
 BAYES_GAP = 0.10            # claim 5: (loss − Bayes) / (unigram − oracle)
 GENERALISATION_GAP = 0.1    # claim 5: |loss − GIH|/(unigram − GIH), code loss, every L and α
 GENERALISATION_LEFT = 0.5   # claim 5: (loss − oracle)/(unigram − oracle) at every L, training α
-PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
-EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.detect_drops)
 ACCELERATION_MIN = 3.0      # claim 6: peak rate of loss decrease / the rate at the start
 FULL_SELECTOR_MIN = 0.5     # claim 6: the subset the selector ends on holds a majority of c²
 
-
-# -- reading the store -----------------------------------------------------------------------------
-def stored_s_star(run) -> tuple[int, ...]:
-    th = run.theory
-    rows = th[th["name"].str.startswith("s_star/")].sort_values("name")
-    return tuple(int(v) for v in rows["value"])
+NGRAM = ClaimList("induction-ngram", views=an.loss_views)
+FULL = ClaimList("induction-full", views=an.loss_views)
 
 
-def theory_value(run, name: str) -> float:
-    th = run.theory
-    v = th.loc[th["name"] == name, "value"]
-    return float(v.iloc[0]) if len(v) else float("nan")
-
-
-def curve(run, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(time, value) of one seed's metric, in step order."""
-    m = run.metric(name)
-    m = m[m["seed"] == seed].sort_values("step")
-    return m["time"].to_numpy(), m["value"].to_numpy()
-
-
-def final(run, name: str) -> np.ndarray:
-    """Last value per seed, in seed order (NaN where missing)."""
-    f = run.final(name)
-    return np.array([float(f.get(s, np.nan)) for s in run.seeds])
-
-
-def head_offsets(run, s_star) -> list[tuple[int, int]]:
-    """(head, parent offset) for each offset of S* that has a head initialised on it (head o−1 ↔ offset o)."""
-    H = run.config.model.n_heads
-    return [(o - 1, o) for o in s_star if o - 1 < H]
-
-
-def parent_mass(run, s_star, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over the S* heads of the mass on their parent offsets, over time."""
-    pairs = head_offsets(run, s_star)
-    t, _ = curve(run, "probe/a", seed)
-    vals = [curve(run, f"probe/rpe_mass/{h}/{o}", seed)[1] for h, o in pairs]
-    return t, np.mean(vals, axis=0) if vals else np.full_like(t, np.nan)
-
-
-def stage_curves(run, s_star, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    name = "+".join(str(s) for s in s_star)
-    return {"selector": curve(run, f"probe/selector/{name}", seed),
-            "copier": parent_mass(run, s_star, seed),
-            "classifier": curve(run, "probe/a", seed)}
-
-
-def stage_times(run, s_star) -> dict[str, list[float]]:
-    """Per component, per seed: the time its progress (v − v₀)/(v_T − v₀) first reaches ½.
-
-    a grows without bound, so its midpoint is taken against its value at the end of the run;
-    a longer run can only move it later.
-    """
-    out: dict[str, list[float]] = {"selector": [], "copier": [], "classifier": []}
-    for seed in run.seeds:
-        for comp, (t, v) in stage_curves(run, s_star, seed).items():
-            if len(v) < 3 or not np.isfinite(v).all() or v[-1] == v[0]:
-                out[comp].append(float("nan"))
-                continue
-            progress = (v - v[0]) / (v[-1] - v[0])
-            out[comp].append(phases.first_crossing(t, progress, 0.5, "up"))
-    return out
-
-
-def loss_scale(run, kind: str) -> np.ndarray:
-    """unigram − oracle per seed on the validation prompts (the unit of the loss comparisons)."""
-    return final(run, f"baseline/unigram/{kind}") - final(run, f"baseline/oracle/{kind}")
-
-
-def a_growth(t: np.ndarray, a: np.ndarray) -> tuple[float, float]:
-    """(slope of a per decade of t over the last decade, last half-decade's slope / the one before)."""
-    keep = t > 0
-    t, a = t[keep], a[keep]
-    T = t[-1]
-
-    def slope(lo, hi):
-        sel = (t >= lo * (1 - 1e-9)) & (t <= hi * (1 + 1e-9))
-        if sel.sum() < 3:
-            return float("nan")
-        return float(np.polyfit(np.log10(t[sel]), a[sel], 1)[0])
-
-    last, late, before = slope(T / 10, T), slope(T / 10**0.5, T), slope(T / 10, T / 10**0.5)
-    return last, (late / before if before and np.isfinite(before) and before > 0 else float("nan"))
+def _loss_text(r) -> str:
+    return "−log(ŷ_y + ε)" if r.config.model.loss == "paper" else "softmax cross-entropy of ŷ (the authors' code)"
 
 
 # -- induction-ngram: claims 1–5 -------------------------------------------------------------------
-def ngram_claims(run, views) -> list[Claim]:
-    first = views[0][1]
-    s_star = stored_s_star(first)
+@NGRAM.claim("s_star_is_parents",
+             "S* = argmax_{{|S|≤{max_degree}}} Ĩ(S) is the true parent set {parents} (paired z-score of "
+             "Ĩ(S*) − Ĩ(runner-up), {draws} draws of π)",
+             f"{SOURCE}, Thm (selection by modified χ² MI)", Judged("S* = the parents and z > 3"),
+             tolerance="3 standard errors")
+def _(run):
+    first = an.loss_views(run)[0][1]
+    s_star = an.stored_s_star(first)
     if not s_star:
-        return [Claim("s_star_is_parents", "Ĩ(S) was computed", SOURCE, None, "theory.parquet", None,
-                      note="no theory.parquet rows: the run did not finish")]
-    star = "+".join(str(s) for s in s_star)
-    parents = list(first.config.task.parents)
-    z = theory_value(first, "margin_z")
-    ok = list(s_star) == parents and z > 3
-    out = [Claim(
-        "s_star_is_parents",
-        f"S* = argmax_{{|S|≤{first.config.model.max_degree}}} Ĩ(S) is the true parent set {parents} "
-        f"(paired z-score of Ĩ(S*) − Ĩ(runner-up), {first.config.info_draws} draws of π)",
-        f"{SOURCE}, Thm (selection by modified χ² MI)", z, f"S* = {'+'.join(map(str, parents))} and z > 3",
-        ok, "3 standard errors", [], None if ok else f"S* = {star}",
-        {"s_star": star, "runner_up": _runner_up(first),
-         "info_modified": _info(first, "modified"), "info_chi2": _info(first, "chi2")})]
-    for sfx, r in views:
-        out += _ngram_run_claims(r, sfx, s_star)
-    return out
+        return Claim("s_star_is_parents", "Ĩ(S) was computed", SOURCE, None, "theory.parquet", None,
+                     note="no theory.parquet rows: the run did not finish")
+    c, parents, star = first.config, list(first.config.task.parents), an.subset_label(s_star)
+    ok = list(s_star) == parents and an.margin_z(first) > 3
+    return Measurement(
+        an.margin_z(first), passed=ok, note=None if ok else f"S* = {star}",
+        fmt={"max_degree": c.model.max_degree, "parents": parents, "draws": c.info_draws},
+        expect=Judged(f"S* = {an.subset_label(parents)} and z > 3"),
+        details={"s_star": star, "runner_up": an.runner_up(first),
+                 "info_modified": an.information(first, "modified"), "info_chi2": an.information(first, "chi2")})
 
 
-def _runner_up(run) -> str:
-    info = _info(run, "modified")
-    star = "+".join(str(s) for s in stored_s_star(run))
-    rest = {k: v for k, v in info.items() if k != star}
-    return max(rest, key=rest.get) if rest else star
+@NGRAM.claim("selector_on_s_star", "The selector's normalised c_S² concentrates on S* = {star} (final weight; "
+             "loss {loss})", f"{SOURCE}, stage I", Above(SELECTOR_MIN), per_view=True)
+def _(r):
+    if not (s_star := an.stored_s_star(r)):
+        return None
+    star = an.subset_label(s_star)
+    return Measurement(final(r, f"probe/selector/{star}"), fmt={"star": star, "loss": _loss_text(r)},
+                       details={"final_weights": {n: final(r, f"probe/selector/{n}").tolist()
+                                                  for n in an.selector_subsets(r)}})
 
 
-def _info(run, kind: str) -> dict[str, float]:
-    th = run.theory
-    rows = th[th["name"].str.startswith(f"info/{kind}/") & ~th["name"].str.endswith("/stderr")]
-    return {n.split("/")[-1]: float(v) for n, v in zip(rows["name"], rows["value"])}
-
-
-def _ngram_run_claims(r, sfx: str, s_star) -> list[Claim]:
-    c = r.config
-    kind = c.model.loss
-    star = "+".join(str(s) for s in s_star)
-    loss_text = "−log(ŷ_y + ε)" if kind == "paper" else "softmax cross-entropy of ŷ (the authors' code)"
-    out = []
-
-    # 1. selector
-    out.append(above(
-        f"selector_on_s_star{sfx}",
-        f"The selector's normalised c_S² concentrates on S* = {star} (final weight; loss {loss_text})",
-        f"{SOURCE}, stage I", final(r, f"probe/selector/{star}"), SELECTOR_MIN,
-        details={"final_weights": {n.split("/")[-1]: final(r, n).tolist()
-                                   for n in sorted(set(r.metrics["name"])) if n.startswith("probe/selector/")}}))
-
-    # 2. copier: parent mass of the S* heads; heads outside S* do not matter
-    pairs = head_offsets(r, s_star)
+@NGRAM.claim("copier_on_parents", "Each S* head's RPE concentrates on its parent offset: min over heads {heads} "
+             "(offsets {offsets}) of the final attention mass", f"{SOURCE}, stage II", Above(COPIER_MIN),
+             per_view=True)
+def _(r):
+    if not (s_star := an.stored_s_star(r)):
+        return None
+    pairs = an.head_offsets(r, s_star)
     masses = np.array([final(r, f"probe/rpe_mass/{h}/{o}") for h, o in pairs])       # (heads, seeds)
-    out.append(above(
-        f"copier_on_parents{sfx}",
-        f"Each S* head's RPE concentrates on its parent offset: min over heads {[h for h, _ in pairs]} "
-        f"(offsets {[o for _, o in pairs]}) of the final attention mass",
-        f"{SOURCE}, stage II", masses.min(0) if len(masses) else [], COPIER_MIN,
-        details={f"head{h}_offset{o}": masses[k].tolist() for k, (h, o) in enumerate(pairs)}))
-    H = c.model.n_heads
-    inside = [h for h, _ in pairs]
-    outside = [h for h in range(H) if h not in inside]
-    rises = {h: final(r, f"probe/head_ablation/{h}") for h in range(H)}
-    if outside and inside:
-        ratio = np.max([rises[h] for h in outside], 0) / np.maximum(np.max([rises[h] for h in inside], 0), 1e-12)
-        out.append(below(
-            f"heads_outside_s_star_do_not_matter{sfx}",
-            f"Heads outside S* ({outside}) do not matter: loss rise when one is made uniform, relative to "
-            f"the largest rise from an S* head",
-            f"{SOURCE}, stage II", ratio, OUTSIDE_MAX,
-            details={f"rise_head{h}": v.tolist() for h, v in rises.items()}))
+    return Measurement(masses.min(0) if len(masses) else [],
+                       fmt={"heads": [h for h, _ in pairs], "offsets": [o for _, o in pairs]},
+                       details={f"head{h}_offset{o}": masses[k].tolist() for k, (h, o) in enumerate(pairs)})
 
-    # 3. classifier: a grows ~ log t
-    slopes, ratios = [], []
-    for seed in r.seeds:
-        s, q = a_growth(*curve(r, "probe/a", seed))
-        slopes.append(s)
-        ratios.append(q)
-    slopes, ratios = np.array(slopes), np.array(ratios)
+
+@NGRAM.claim("heads_outside_s_star_do_not_matter", "Heads outside S* ({outside}) do not matter: loss rise when "
+             "one is made uniform, relative to the largest rise from an S* head", f"{SOURCE}, stage II",
+             Below(OUTSIDE_MAX), per_view=True)
+def _(r):
+    inside = [h for h, _ in an.head_offsets(r, an.stored_s_star(r))]
+    outside = [h for h in range(r.config.model.n_heads) if h not in inside]
+    if not (outside and inside):
+        return None
+    rises = {h: final(r, f"probe/head_ablation/{h}") for h in range(r.config.model.n_heads)}
+    ratio = np.max([rises[h] for h in outside], 0) / np.maximum(np.max([rises[h] for h in inside], 0), 1e-12)
+    return Measurement(ratio, fmt={"outside": outside}, details={f"rise_head{h}": v.tolist() for h, v in rises.items()})
+
+
+A_STATEMENT = ("The classifier's a keeps growing, roughly logarithmically in time (loss {loss}): growth of a per "
+               "decade of time over the last decade")
+
+
+@NGRAM.claim("a_grows_logarithmically", A_STATEMENT, f"{SOURCE}, stage III",
+             Judged(f"> {A_SLOPE_MIN} per decade, and the last half-decade's slope / the previous one in "
+                    f"[{A_RATIO[0]}, {A_RATIO[1]}] (1 for a ∝ log t)"), per_view=True)
+def _(r):
+    if not an.stored_s_star(r):
+        return None
+    slopes, ratios = np.array([an.a_growth(*metric_curve(r, "probe/a", seed)) for seed in r.seeds]).T
     ok = bool(np.all(slopes > A_SLOPE_MIN) and np.all((ratios >= A_RATIO[0]) & (ratios <= A_RATIO[1])))
     # a flat a has no slope ratio (0/0): it fails on the slope alone
     measurable = bool(np.isfinite(slopes).all())
-    note = None
-    statement = (f"The classifier's a keeps growing, roughly logarithmically in time (loss {loss_text}): "
-                 "growth of a per decade of time over the last decade")
-    if kind == "paper":
-        best_a = final(r, "probe/gih_best_a/paper")
-        statement += (" — spec claim 3 as stated holds for the bounded code loss (the [code] run); under the "
-                      "true cross-entropy −log ŷ a finite a is optimal, so this run is expected to level off")
+    statement = None
+    note = None if measurable else "a(t) has too few records in the last decade"
+    if r.config.model.loss == "paper":
+        statement = (A_STATEMENT.format(loss=_loss_text(r)) + " — spec claim 3 as stated holds for the "
+                     "bounded code loss (the [code] run); under the true cross-entropy −log ŷ a finite a is "
+                     "optimal, so this run is expected to level off")
         if measurable and not ok:
             note = (f"a levels off at {np.round(final(r, 'probe/a'), 2).tolist()}: a result, not a bug. Under "
                     "−log ŷ at finite L a sharper induction head pays a large loss whenever the target never "
                     "followed the matching history, so a has a finite optimum; independently of the model, "
                     f"the best GIH(S*, a) on the validation prompts under this loss has a = "
-                    f"{np.round(best_a, 2).tolist()}. The bounded code loss has no such penalty and a grows "
-                    "∝ log t there (compare the [code] run).")
-    out.append(Claim(
-        f"a_grows_logarithmically{sfx}", statement,
-        f"{SOURCE}, stage III", float(slopes.min()) if measurable else None,
-        f"> {A_SLOPE_MIN} per decade, and the last half-decade's slope / the previous one in "
-        f"[{A_RATIO[0]}, {A_RATIO[1]}] (1 for a ∝ log t)",
-        ok if measurable else None, None, slopes.tolist(),
-        note if measurable else "a(t) has too few records in the last decade",
-        {"slope_ratio": ratios.tolist(), "final_a": final(r, "probe/a").tolist()}))
+                    f"{np.round(final(r, 'probe/gih_best_a/paper'), 2).tolist()}. The bounded code loss has no "
+                    "such penalty and a grows ∝ log t there (compare the [code] run).")
+    return Measurement(float(slopes.min()) if measurable else None, passed=ok, per_seed=slopes.tolist(), note=note,
+                       fmt={"loss": _loss_text(r)}, statement=statement,
+                       details={"slope_ratio": ratios.tolist(), "final_a": final(r, "probe/a").tolist()})
 
-    # 4. stage order
-    times = stage_times(r, s_star)
-    t_sel, t_cop, t_cls = (np.array(times[k]) for k in ("selector", "copier", "classifier"))
-    sep = np.minimum(t_cop / t_sel, t_cls / t_cop)
-    out.append(above(
-        f"stage_order{sfx}",
-        "Three stages in the order selector → copier → classifier: the smaller of t_copier/t_selector "
-        "and t_classifier/t_copier, t = when each reaches half of its change (selector weight of S*, "
-        "parent mass of the S* heads, a)",
-        f"{SOURCE}, three-stage dynamics", sep, 1.0,
-        details={"t_selector": t_sel.tolist(), "t_copier": t_cop.tolist(), "t_classifier": t_cls.tolist(),
-                 "rises": _rises(r, s_star)}))
 
-    # 5. final validation loss against every baseline
-    scale = loss_scale(r, kind)
-    val = final(r, f"loss/val/{kind}")
+@NGRAM.claim("stage_order", "Three stages in the order selector → copier → classifier: the smaller of "
+             "t_copier/t_selector and t_classifier/t_copier, t = when each reaches half of its change (selector "
+             "weight of S*, parent mass of the S* heads, a)", f"{SOURCE}, three-stage dynamics", Above(1.0),
+             per_view=True)
+def _(r):
+    if not (s_star := an.stored_s_star(r)):
+        return None
+    times = an.stage_times(r, s_star)
+    t_sel, t_cop, t_cls = (np.array(times[k]) for k in an.STAGES)
+    return Measurement(np.minimum(t_cop / t_sel, t_cls / t_cop),
+                       details={"t_selector": t_sel.tolist(), "t_copier": t_cop.tolist(),
+                                "t_classifier": t_cls.tolist(), "rises": an.stage_rises(r, s_star)})
+
+
+def _relative_val(r, reference: str, absolute: bool = False) -> np.ndarray:
+    """(final validation loss − a baseline's) / (unigram − oracle), per seed, in the run's training loss."""
+    kind = r.config.model.loss
+    diff = final(r, f"loss/val/{kind}") - final(r, f"baseline/{reference}/{kind}")
+    return (np.abs(diff) if absolute else diff) / an.loss_scale(r, kind)
+
+
+def _loss_table(r) -> dict:
+    kind = r.config.model.loss
     table = {f"{name}/{k}": final(r, f"baseline/{name}/{k}").tolist()
              for name in ("unigram", "ngram_bayes", "gih", "gih_model_a", "gih_best_a", "oracle")
              for k in ("paper", "code")}
     table["a_of_best_gih"] = final(r, f"probe/gih_best_a/{kind}").tolist()
     table["model_a"] = final(r, "probe/a").tolist()
     table.update({f"model/{k}": final(r, f"loss/val/{k}").tolist() for k in ("paper", "code")})
-    eps = c.model.loss_eps
-    out.append(below(
-        f"val_at_gih_level{sfx}",
-        f"Final validation loss reaches the generalized-induction-head level: |loss − GIH| in units of "
-        f"the unigram → oracle gap, GIH on S* = {star} with the best a on these prompts (a → ∞ included)",
-        f"{SOURCE}, Thm (GIH)", np.abs(val - final(r, f"baseline/gih_best_a/{kind}")) / scale, GIH_GAP,
-        note=f"the paper loss floors ŷ at ε = {eps:g}: an a → ∞ GIH costs −log ε = {-math.log(eps):.1f} "
-             "on a target that never followed the matching history, so its best a is finite" if kind == "paper"
-        else None,
-        details={"losses": table}))
-    out.append(below(
-        f"val_far_below_unigram{sfx}",
-        "Final validation loss is well below the in-context unigram: (loss − oracle)/(unigram − oracle)",
-        SOURCE, (val - final(r, f"baseline/oracle/{kind}")) / scale, UNIGRAM_FRACTION))
-    out.append(below(
-        f"val_close_to_bayes{sfx}",
-        "Final validation loss is close to the Bayes n-gram predictor with the true parents: "
-        "(loss − Bayes)/(unigram − oracle)",
-        SOURCE, (val - final(r, f"baseline/ngram_bayes/{kind}")) / scale, BAYES_GAP))
-    out.append(_generalisation_claim(r, sfx, kind))
-    return out
+    return table
 
 
-def _rises(r, s_star) -> dict:
-    """Sharp rises (phases.detect_rises) of each component's progress, seed 0: start, end, midpoint."""
-    out = {}
-    for comp, (t, v) in stage_curves(r, s_star, r.seeds[0]).items():
-        try:
-            found = phases.detect_rises(t, (v - v[0]) / (v[-1] - v[0])) if v[-1] != v[0] else []
-        except (ValueError, FloatingPointError):
-            found = []
-        out[comp] = [{"start": d.start, "end": d.end, "midpoint": d.midpoint} for d in found]
-    return out
+@NGRAM.claim("val_at_gih_level", "Final validation loss reaches the generalized-induction-head level: |loss − GIH| "
+             "in units of the unigram → oracle gap, GIH on S* = {star} with the best a on these prompts (a → ∞ "
+             "included)", f"{SOURCE}, Thm (GIH)", Below(GIH_GAP), per_view=True)
+def _(r):
+    if not (s_star := an.stored_s_star(r)):
+        return None
+    eps = r.config.model.loss_eps
+    note = (f"the paper loss floors ŷ at ε = {eps:g}: an a → ∞ GIH costs −log ε = {-math.log(eps):.1f} on a target "
+            "that never followed the matching history, so its best a is finite") if r.config.model.loss == "paper" \
+        else None
+    return Measurement(_relative_val(r, "gih_best_a", absolute=True), fmt={"star": an.subset_label(s_star)},
+                       note=note, details={"losses": _loss_table(r)})
 
 
-def _generalisation_claim(r, sfx: str, kind: str) -> Claim:
+@NGRAM.claim("val_far_below_unigram", "Final validation loss is well below the in-context unigram: (loss − "
+             "oracle)/(unigram − oracle)", SOURCE, Below(UNIGRAM_FRACTION), per_view=True)
+def _(r):
+    return Measurement(_relative_val(r, "oracle")) if an.stored_s_star(r) else None
+
+
+@NGRAM.claim("val_close_to_bayes", "Final validation loss is close to the Bayes n-gram predictor with the true "
+             "parents: (loss − Bayes)/(unigram − oracle)", SOURCE, Below(BAYES_GAP), per_view=True)
+def _(r):
+    return Measurement(_relative_val(r, "ngram_bayes")) if an.stored_s_star(r) else None
+
+
+@NGRAM.claim("generalises", "Trained at L = {L}, α = {alpha:g} (loss {kind}), the model predicts as the GIH(S*, "
+             "a → ∞) for L ∈ {lengths} and α ∈ {alphas}: worst |loss − GIH| in the bounded code loss, in units "
+             "of the unigram → GIH gap (0: the GIH, 1: the unigram)", f"{SOURCE}, generalisation",
+             Judged(f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at "
+                    "every L at the training α"), per_view=True)
+def _(r):
     """The model against the GIH(S*, a → ∞) in the bounded code loss at every L and α, whatever
-    loss it was trained on (spec claim 5's first option): |loss − GIH| in units of the unigram →
-    GIH gap, so an untrained model (≈ the unigram) sits at 1 and a GIH sits at 0. The reference
-    owes nothing to the trained model (the GIH with the model's own a would follow an untrained
-    a ≈ 0 to the unigram); the paper-loss gap to that GIH is reported in the details. Whether the
-    model beats the unigram is required at the training α and reported elsewhere: with few
-    examples under a flatter prior a sharp induction head is overconfident under −log ŷ."""
-    c = r.config
-    cv = r.curves
-    if cv.empty:
-        return Claim(f"generalises{sfx}", "Generalisation to other L and α", SOURCE, None, "curves.parquet", None,
-                     note="no curves.parquet: the run did not finish")
-    alphas = list(dict.fromkeys([float(c.task.alpha), float(c.generalisation_alpha)]))
-    worst = np.full(len(r.seeds), -np.inf)
-    left = np.full(len(r.seeds), -np.inf)   # (loss − oracle)/(unigram − oracle) at the training α
-    behind_unigram, detail, own_a = [], {}, {}
-
-    def get(name, loss, alpha, seed=None):
-        rows = cv[cv["predictor"] == f"{name}/{loss}/alpha={alpha:g}"]
-        if seed is not None:
-            rows = rows[rows["seed"] == seed]
-        return rows.groupby("x")["value"].mean()
-
-    for alpha in alphas:
-        gih, uni_code = get("gih", "code", alpha), get("unigram", "code", alpha)
-        uni = get("unigram", kind, alpha)
-        for e, seed in enumerate(r.seeds):
-            model = get("model", "code", alpha, seed)
-            gap = (model - gih).abs() / (uni_code - gih)
-            worst[e] = max(worst[e], float(gap.max()))
-            own = get("model", kind, alpha, seed)
-            behind_unigram += [f"α={alpha:g}, L={L}" for L in own.index if own[L] >= uni[L]]
-            if alpha == alphas[0]:
-                left[e] = float(((own - get("oracle", kind, alpha)) / (uni - get("oracle", kind, alpha))).max())
-            detail[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4) for L, g in gap.items()}
-            if kind == "paper":
-                ref = get("gih_model_a", "paper", alpha, seed)
-                own_a[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4)
-                                                         for L, g in ((own - ref).abs() / ref).items()}
-    m = float(worst.max())
-    behind = sorted(set(behind_unigram))
-    ok = bool(m < GENERALISATION_GAP and left.max() < GENERALISATION_LEFT)
-    details = {"code_gap_in_unigram_to_gih_units_by_L": detail,
-               "unigram_oracle_fraction_at_training_alpha": left.tolist(), "model_not_below_unigram_at": behind}
-    if own_a:
-        details["paper_relative_gap_to_gih_with_model_a_by_L"] = own_a
-    return Claim(
-        f"generalises{sfx}",
-        f"Trained at L = {c.task.n_points}, α = {c.task.alpha:g} (loss {kind}), the model predicts as the "
-        f"GIH(S*, a → ∞) for L ∈ {list(c.generalisation_lengths)} and α ∈ {alphas}: worst |loss − GIH| in "
-        "the bounded code loss, in units of the unigram → GIH gap (0: the GIH, 1: the unigram)",
-        f"{SOURCE}, generalisation", m,
-        f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at every L "
-        f"at the training α ({kind} loss)", ok, None, worst.tolist(),
-        f"under the {kind} loss the model does not beat the in-context unigram at {', '.join(behind)}"
-        if behind else None, details)
+    loss it was trained on (spec claim 5's first option): an untrained model (≈ the unigram) sits
+    at 1 and a GIH at 0. The reference owes nothing to the trained model (the GIH with the model's
+    own a would follow an untrained a ≈ 0 to the unigram); the paper-loss gap to that GIH is
+    reported in the details. Whether the model beats the unigram is required at the training α and
+    reported elsewhere: with few examples under a flatter prior a sharp induction head is
+    overconfident under −log ŷ."""
+    if not an.stored_s_star(r):
+        return None
+    c, kind = r.config, r.config.model.loss
+    if r.curves.empty:
+        return Claim(f"generalises{an.view_suffix(r)}", "Generalisation to other L and α", SOURCE, None,
+                     "curves.parquet", None, note="no curves.parquet: the run did not finish")
+    g = an.generalisation_gaps(r, kind)
+    details = {"code_gap_in_unigram_to_gih_units_by_L": g["by_L"],
+               "unigram_oracle_fraction_at_training_alpha": g["left"].tolist(),
+               "model_not_below_unigram_at": g["behind"]}
+    if g["own_a"]:
+        details["paper_relative_gap_to_gih_with_model_a_by_L"] = g["own_a"]
+    return Measurement(
+        float(g["worst"].max()), per_seed=g["worst"].tolist(), details=details,
+        passed=bool(g["worst"].max() < GENERALISATION_GAP and g["left"].max() < GENERALISATION_LEFT),
+        note=f"under the {kind} loss the model does not beat the in-context unigram at {', '.join(g['behind'])}"
+        if g["behind"] else None,
+        fmt={"L": c.task.n_points, "alpha": c.task.alpha, "kind": kind, "lengths": list(c.generalisation_lengths),
+             "alphas": an.generalisation_alphas(r)},
+        expect=Judged(f"< {GENERALISATION_GAP}, and (loss − oracle)/(unigram − oracle) < {GENERALISATION_LEFT} at "
+                      f"every L at the training α ({kind} loss)"))
 
 
 # -- induction-full: claim 6 -----------------------------------------------------------------------
-def plateau_then_emergence(t: np.ndarray, y: np.ndarray) -> dict:
-    """The first plateau (≥ PLATEAU_DECADES) followed by a drop (depth ≥ EMERGENCE_DEPTH), and the
-    acceleration: the largest rate of loss decrease between records over the rate at the start.
-
-    On a log time axis any curve L₀ − g·t looks flat at small t and then drops, so a plateau in
-    log time alone is no evidence of one; a genuine plateau followed by emergence is a loss that
-    falls much faster later than it did at the start (an escape from near a saddle)."""
-    keep = np.isfinite(y)
-    t, y = t[keep], y[keep]
-    rate = -np.diff(y) / np.diff(t)
-    accel = float(rate.max() / rate[0]) if rate.size and rate[0] > 0 else float("inf") if rate.size else float("nan")
-    try:
-        plateaus = phases.detect_plateaus(t, y, min_decades=PLATEAU_DECADES)
-        drops = phases.detect_drops(t, y, min_depth=EMERGENCE_DEPTH)
-    except ValueError:  # too few records to judge
-        plateaus, drops = [], []
-    pair = None
-    for p in plateaus:
-        after = [d for d in drops if d.start >= p.start and d.midpoint > p.end * 0.999]
-        if after:
-            pair = (p, after[0])
-            break
-    return {"acceleration": accel, "plateau": None if pair is None else (pair[0].start, pair[0].end, pair[0].value),
-            "drop": None if pair is None else (pair[1].start, pair[1].end, pair[1].depth, pair[1].midpoint)}
+PLATEAU_EXPECTED = (f"> {ACCELERATION_MIN}, after a plateau ≥ {PLATEAU_DECADES} decades followed by a drop of ≥ "
+                    f"{EMERGENCE_DEPTH:.0%} (analysis.phases)")
 
 
-def full_claims(run, views) -> list[Claim]:
-    out = []
-    for sfx, r in views:
-        s_star = stored_s_star(r)
-        star = "+".join(str(s) for s in s_star)
-        found = [plateau_then_emergence(*curve(r, "loss/train", seed)) for seed in r.seeds]
-        accel = np.array([f["acceleration"] for f in found])
-        ok = [f["plateau"] is not None and a >= ACCELERATION_MIN for f, a in zip(found, accel)]
-        out.append(Claim(
-            f"full_plateau_then_emergence{sfx}",
-            "Full model: the training loss sits on a plateau, then drops (emergence): peak rate of loss "
-            "decrease / the rate at the start (a plateau in log time alone is what any smooth start shows)",
-            f"{SOURCE}, appendix (full model)", float(np.nanmin(accel)) if np.isfinite(accel).any() else None,
-            f"> {ACCELERATION_MIN}, after a plateau ≥ {PLATEAU_DECADES} decades followed by a drop of ≥ "
-            f"{EMERGENCE_DEPTH:.0%} (analysis.phases)", bool(all(ok)), None, accel.tolist(),
-            None if all(ok) else _full_note(found, accel, [curve(r, "loss/train", r.seeds[0])]),
-            {"per_seed": found, "optimizer": r.config.train.optimizer, "lr": r.config.train.lr,
-             "val_losses": {n: final(r, n).tolist() for n in (
-                 f"loss/val/{r.config.model.loss}", f"baseline/unigram/{r.config.model.loss}",
-                 f"baseline/gih/{r.config.model.loss}", f"baseline/gih_model_a/{r.config.model.loss}",
-                 f"baseline/ngram_bayes/{r.config.model.loss}")}}))
-        names = [n.split("/")[-1] for n in sorted(set(r.metrics["name"])) if n.startswith("probe/selector/")]
-        weights = np.array([final(r, f"probe/selector/{n}") for n in names])          # (subsets, seeds)
-        # a subset "ends on" only with a majority of c²: tied weights (an untrained selector) end on none
-        ends = [names[k] if weights[k, e] > FULL_SELECTOR_MIN else "none"
-                for e, k in enumerate(weights.argmax(0))] if weights.size else []
-        star_w = weights[names.index(star)] if star in names else np.array([])
-        ok = bool(len(star_w) and all(e == star for e in ends))
-        out.append(Claim(
-            f"full_selector_subset{sfx}",
-            f"Full model: the selector ends on S* = {star} (which subset it ends on is reported); "
-            "measured: final normalised c² of S*",
-            f"{SOURCE}, appendix (full model)", float(star_w.min()) if len(star_w) else None,
-            f"> {FULL_SELECTOR_MIN} (a majority), and the largest", ok, None, star_w.tolist(),
-            None if ok else f"ends on {', '.join(ends) or 'nothing measured'} (none: no subset holds a majority)",
-            {"ends_on": ends, "final_weights": {n: weights[k].tolist() for k, n in enumerate(names)}}))
-    return out
+@FULL.claim("full_plateau_then_emergence", "Full model: the training loss sits on a plateau, then drops "
+            "(emergence): peak rate of loss decrease / the rate at the start (a plateau in log time alone is "
+            "what any smooth start shows)", f"{SOURCE}, appendix (full model)", Judged(PLATEAU_EXPECTED),
+            per_view=True)
+def _(r):
+    found = [an.plateau_then_emergence(*metric_curve(r, "loss/train", seed)) for seed in r.seeds]
+    accel = np.array([f["acceleration"] for f in found])
+    ok = all(f["plateau"] is not None and a >= ACCELERATION_MIN for f, a in zip(found, accel))
+    kind = r.config.model.loss
+    details = {"per_seed": found, "optimizer": r.config.train.optimizer, "lr": r.config.train.lr,
+               "val_losses": {n: final(r, n).tolist() for n in (
+                   f"loss/val/{kind}", f"baseline/unigram/{kind}", f"baseline/gih/{kind}",
+                   f"baseline/gih_model_a/{kind}", f"baseline/ngram_bayes/{kind}")}}
+    note = None if ok else _full_note(found, accel, metric_curve(r, "loss/train", r.seeds[0]))
+    if not np.isfinite(accel).any():  # not measured, but a verdict all the same (no plateau and drop found)
+        spec = FULL.specs[0]
+        return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement, spec.source, None, PLATEAU_EXPECTED, ok,
+                     None, accel.tolist(), note, details)
+    return Measurement(float(np.nanmin(accel)), passed=ok, per_seed=accel.tolist(), note=note, details=details)
 
 
-def _full_note(found, accel, curves=()) -> str:
+def _full_note(found, accel, first_curve) -> str:
     if all(f["plateau"] is None for f in found):
         text = "no plateau followed by a drop was found in the training loss"
     else:
         text = (f"the loss shows a log-time plateau and drop, but it falls at most {np.nanmax(accel):.2g}× faster "
                 "than at the start: a smooth descent seen on a log axis, not an escape from a plateau")
-    for t, y in curves[:1]:
-        keep = np.isfinite(y)
-        t, y = t[keep], y[keep]
-        if len(t) < 3:
-            break
-        rate = -np.diff(y) / np.diff(t)
-        k = int(np.argmax(rate))
-        done = float(t[np.argmax(y - y[-1] <= 0.1 * (y[0] - y[-1]))])
-        text += (f". First seed: the loss falls from the first step (rate {rate[0]:.3g} per unit time), fastest at "
-                 f"t ≈ {t[k + 1]:.3g} ({rate[k]:.3g}), and has made 90% of its drop by t ≈ {done:.3g} of "
-                 f"{t[-1]:.3g}; likely because the RPE init (mass 0.57 on each head's offset) already makes K informative, leaving no saddle to escape")
+    d = an.descent_summary(*first_curve)
+    if d is not None:
+        text += (f". First seed: the loss falls from the first step (rate {d['initial_rate']:.3g} per unit time), "
+                 f"fastest at t ≈ {d['t_fastest']:.3g} ({d['fastest_rate']:.3g}), and has made 90% of its drop by "
+                 f"t ≈ {d['t_90']:.3g} of {d['t_end']:.3g}; likely because the RPE init (mass 0.57 on each head's "
+                 "offset) already makes K informative, leaving no saddle to escape")
     return text
+
+
+@FULL.claim("full_selector_subset", "Full model: the selector ends on S* = {star} (which subset it ends on is "
+            "reported); measured: final normalised c² of S*", f"{SOURCE}, appendix (full model)",
+            Judged(f"> {FULL_SELECTOR_MIN} (a majority), and the largest"), per_view=True)
+def _(r):
+    star = an.subset_label(an.stored_s_star(r))
+    names = an.selector_subsets(r)
+    weights = np.array([final(r, f"probe/selector/{n}") for n in names])          # (subsets, seeds)
+    # a subset "ends on" only with a majority of c²: tied weights (an untrained selector) end on none
+    ends = [names[k] if weights[k, e] > FULL_SELECTOR_MIN else "none"
+            for e, k in enumerate(weights.argmax(0))] if weights.size else []
+    star_w = weights[names.index(star)] if star in names else np.array([])
+    ok = bool(len(star_w) and all(e == star for e in ends))
+    note = None if ok else f"ends on {', '.join(ends) or 'nothing measured'} (none: no subset holds a majority)"
+    details = {"ends_on": ends, "final_weights": {n: weights[k].tolist() for k, n in enumerate(names)}}
+    if not len(star_w):  # not measured, and failed: S* was never a selector subset
+        spec = FULL.specs[-1]
+        return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement.format(star=star), spec.source, None,
+                     spec.expect.text, False, None, [], note, details)
+    return Measurement(float(star_w.min()), passed=ok, per_seed=star_w.tolist(), note=note, fmt={"star": star},
+                       details=details)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from icldyn.analysis import induction as an
+from icldyn.analysis.runs import final_values, metric_curve
 from icldyn.report.plots import PALETTE, finish, hline, new_figure
 
 BASELINE_STYLE = {  # name → (label, colour, line style)
@@ -24,15 +26,8 @@ BASELINE_STYLE = {  # name → (label, colour, line style)
 STAGE_COLOURS = {"selector": PALETTE[0], "copier": PALETTE[3], "classifier": PALETTE[2]}
 
 
-def _seed_mean(run, name: str, x: str = "time"):
-    m = run.metric(name)
-    m = m[m[x] > 0]
-    g = m.groupby(x)["value"]
-    return g.mean().index.to_numpy(), g.mean().to_numpy(), g.min().to_numpy(), g.max().to_numpy()
-
-
 def _band(ax, run, name, color, label, lw=1.8, ls="-", offset=0.0):
-    t, mean, lo, hi = _seed_mean(run, name)
+    t, mean, lo, hi = an.seed_band(run, name)
     if t.size == 0:
         return
     mean, lo, hi = mean - offset, lo - offset, hi - offset
@@ -74,9 +69,7 @@ def _stage_lines(ax, times: dict):
 
 
 def _copier_classifier_panel(ax, run, s_star, times, title="copier (RPE) and classifier (a); dotted: stage times"):
-    from icldyn.experiments.induction_claims import head_offsets
-
-    pairs = head_offsets(run, s_star)
+    pairs = an.head_offsets(run, s_star)
     for k, (h, o) in enumerate(pairs):
         _band(ax, run, f"probe/rpe_mass/{h}/{o}", STAGE_COLOURS["copier"], f"head {h}: mass on offset {o}",
               ls=["-", "--", "-."][k % 3])
@@ -105,19 +98,19 @@ def _loss_panel(ax, run, kind=None, legend=True):
     predictor sits within 0.01 of the oracle while the unigram is 0.25 above: that panel shows
     loss − oracle on a log axis so the lines separate."""
     kind = kind or run.config.model.loss
-    f = run.final(f"baseline/oracle/{kind}")
-    excess = kind == "code" and len(f) > 0
-    off = float(f.mean()) if excess else 0.0
+    f = final_values(run, f"baseline/oracle/{kind}")
+    excess = kind == "code" and bool(np.isfinite(f).any())
+    off = float(np.nanmean(f)) if excess else 0.0
     _band(ax, run, f"loss/val/{kind}", "k", "model, validation", lw=2.2, offset=off)
     if kind == run.config.model.loss and not excess:  # the oracle offset is the validation prompts' own
         _band(ax, run, "loss/train", PALETTE[0], "model, training set", lw=1.0, ls="--")
     _band(ax, run, f"baseline/gih_model_a/{kind}", BASELINE_STYLE["gih_model_a"][1], "GIH(S*, a(t))", lw=1.0,
           ls="--", offset=off)
     for name in ("unigram", "gih", "gih_best_a", "ngram_bayes", "oracle"):
-        f = run.final(f"baseline/{name}/{kind}")
+        f = final_values(run, f"baseline/{name}/{kind}")
         label, color, ls = BASELINE_STYLE[name]
-        if len(f) and not (excess and name == "oracle"):
-            v = float(f.mean())
+        if np.isfinite(f).any() and not (excess and name == "oracle"):
+            v = float(np.nanmean(f))
             if name == "gih" and kind == "paper":
                 label += f" = {v:.2f} (ε floor)"
                 if v > 2:
@@ -137,14 +130,13 @@ def _loss_panel(ax, run, kind=None, legend=True):
         ax.legend(fontsize=7)
 
 
-def dynamics_figure(run, views):
-    from icldyn.experiments.induction_claims import stage_times, stored_s_star
-
+def dynamics_figure(run):
+    views = an.loss_views(run)
     fig, ax = new_figure(len(views), 3, size=(5.2, 3.9))
     for row, (sfx, r) in enumerate(views):
-        s_star = stored_s_star(r)
+        s_star = an.stored_s_star(r)
         _selector_panel(ax[row, 0], r, s_star)
-        _copier_classifier_panel(ax[row, 1], r, s_star, stage_times(r, s_star))
+        _copier_classifier_panel(ax[row, 1], r, s_star, an.stage_times(r, s_star))
         _loss_panel(ax[row, 2], r)
         for a in ax[row]:
             a.set_xlabel("time = Σ lr")
@@ -152,27 +144,14 @@ def dynamics_figure(run, views):
     return finish(fig, run.path / "figures" / "dynamics.png")
 
 
-def _rpe_matrix(run, step_pick) -> np.ndarray:
-    c = run.config.model
-    mats = np.full((c.n_heads, c.window), np.nan)
-    for h in range(c.n_heads):
-        for j in range(c.window):
-            m = run.metric(f"probe/rpe_mass/{h}/{j + 1}")
-            if len(m):
-                step = step_pick(m["step"])
-                mats[h, j] = m[m["step"] == step]["value"].mean()
-    return mats
-
-
-def rpe_figure(run, views):
-    from icldyn.experiments.induction_claims import stored_s_star
-
+def rpe_figure(run):
+    views = an.loss_views(run)
     fig, ax = new_figure(len(views), 2, size=(3.6, 2.9))
     for row, (sfx, r) in enumerate(views):
-        s_star = stored_s_star(r)
-        for col, (title, pick) in enumerate((("at init", lambda s: s.min()), ("at the end", lambda s: s.max()))):
+        s_star = an.stored_s_star(r)
+        for col, (title, at) in enumerate((("at init", "init"), ("at the end", "end"))):
             a = ax[row, col]
-            mat = _rpe_matrix(r, pick)
+            mat = an.rpe_masses(r, at)
             im = a.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
             for h in range(mat.shape[0]):
                 for j in range(mat.shape[1]):
@@ -187,13 +166,13 @@ def rpe_figure(run, views):
     return finish(fig, run.path / "figures" / "rpe.png")
 
 
-def generalisation_figure(run, views):
-    base = views[0][1]
-    alphas = list(dict.fromkeys([float(base.config.task.alpha), float(base.config.generalisation_alpha)]))
+def generalisation_figure(run):
+    views = an.loss_views(run)
+    alphas = an.generalisation_alphas(views[0][1])
     fig, ax = new_figure(len(views), len(alphas), size=(4.6, 3.6))
     for row, (sfx, r) in enumerate(views):
-        kind, cv = r.config.model.loss, r.curves
-        if cv.empty:
+        kind = r.config.model.loss
+        if r.curves.empty:
             continue
         for col, alpha in enumerate(alphas):
             a = ax[row, col]
@@ -201,10 +180,9 @@ def generalisation_figure(run, views):
             for name, (label, color, ls) in {"model": ("trained model", "k", "-"), **BASELINE_STYLE}.items():
                 if name == "gih" and kind == "paper":
                     label += " (ε floor)"
-                rows = cv[cv["predictor"] == f"{name}/{kind}/alpha={alpha:g}"]
-                if rows.empty:
+                g = an.generalisation_curve(r, name, kind, alpha)
+                if g.empty:
                     continue
-                g = rows.groupby("x")["value"].mean()
                 a.plot(g.index, g.values, color=color, ls=ls, lw=2.2 if name == "model" else 1.3,
                        marker="o" if name == "model" else None, ms=4, label=label)
                 if name in ("model", "unigram"):
@@ -224,21 +202,19 @@ def generalisation_figure(run, views):
     return finish(fig, run.path / "figures" / "generalisation.png")
 
 
-def ngram_figures(run, views):
-    return [dynamics_figure(run, views), rpe_figure(run, views), generalisation_figure(run, views)]
+def ngram_figures(run):
+    return [dynamics_figure(run), rpe_figure(run), generalisation_figure(run)]
 
 
-def full_figures(run, views):
-    from icldyn.experiments.induction_claims import curve, plateau_then_emergence, stored_s_star
-
+def full_figures(run):
     figs = []
-    for sfx, r in views:
-        s_star = stored_s_star(r)
+    for sfx, r in an.loss_views(run):
+        s_star = an.stored_s_star(r)
         fig, ax = new_figure(1, 4, size=(4.8, 3.9))
         a = ax[0, 0]
         _loss_panel(a, r, legend=False)
-        t, y = curve(r, "loss/train", r.seeds[0])
-        found = plateau_then_emergence(t, y)
+        t, y = metric_curve(r, "loss/train", r.seeds[0])
+        found = an.plateau_then_emergence(t, y)
         if found["plateau"]:
             s, e, _ = found["plateau"]
             a.axvspan(s, e, color=PALETTE[7], alpha=0.15, lw=0, label="plateau (analysis.phases)")
@@ -267,5 +243,5 @@ def full_figures(run, views):
         _copier_classifier_panel(ax[0, 3], r, s_star, {}, "positional RPE mass and a")
         ax[0, 3].set_xlabel("time = Σ lr")
         figs.append(finish(fig, run.path / "figures" / (f"full{sfx}.png" if sfx else "full.png")))
-    figs.append(rpe_figure(run, views))
+    figs.append(rpe_figure(run))
     return figs

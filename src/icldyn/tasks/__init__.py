@@ -4,13 +4,14 @@ from icldyn.config import config_union
 from icldyn.registry import Registry
 from icldyn.tasks.base import Batch, Task
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
-from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
+from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramSplitConfig, NgramSplitTask
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
 from icldyn.tasks.structured_features import StructuredFeaturesConfig, StructuredFeaturesTask
 
 TASKS: Registry = Registry("task")
 TASKS.register("linear-regression", (LinearRegressionConfig, LinearRegressionTask))
 TASKS.register("ngram-markov", (NgramMarkovConfig, NgramMarkovTask))
+TASKS.register("ngram-markov-split", (NgramSplitConfig, NgramSplitTask))
 TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegressionTask))
 TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
 

@@ -16,6 +16,9 @@ Sampling is vectorised over the batch: one Dirichlet draw for all rows of all se
 categorical draw per position for the whole batch (L + 1 steps of batched ops, never a loop over
 sequences). It runs on numpy's PCG64 seeded by `icldyn.seeding.stream_seed`, so a batch is a
 pure function of (seed, stream, step) — torch's Gamma/Dirichlet samplers take no generator.
+
+`ngram-markov-split` (`NgramSplitTask`) is the same chain with the paper's fixed dataset: one draw of
+train_size + val_size sequences per seed, split by index into a training set and a validation set.
 """
 
 from __future__ import annotations
@@ -134,3 +137,57 @@ class NgramMarkovTask(Task):
                    alpha: float | None = None) -> Batch:
         return self.sample([eval_seed], 0, n_prompts, n_points=n_points, device=device, stream="eval",
                            alpha=alpha)
+
+
+# -- the paper's fixed dataset and its validation split ---------------------------------------------
+class NgramSplitConfig(NgramMarkovConfig):
+    """`ngram-markov` with the paper's split of one fixed draw: the first `train_size` sequences train,
+    the last `val_size` validate (Chen, Sheen, Wang & Yang 2024: 9,000 + 1,000)."""
+
+    name: Literal["ngram-markov-split"] = "ngram-markov-split"
+    train_size: int | None = Field(default=9000, gt=0, description="the fixed training set (None: fresh sequences)")
+    val_size: int = Field(default=1000, gt=0, description="the held-out tail of the fixed draw")
+
+
+class NgramSplitTask(NgramMarkovTask):
+    """`ngram-markov` with the paper's split of one fixed draw (`NgramSplitConfig`).
+
+    stream "fixed" with batch_size = train_size: the first train_size sequences of a draw of
+    train_size + val_size; stream "val": the last val_size. Without a fixed training set
+    (train_size None: fresh sequences every step) "val" is val_size sequences of the unused
+    fixed stream. Every other request is the plain `ngram-markov` stream. Shapes as above.
+    """
+
+    name = "ngram-markov-split"
+
+    def __init__(self, config: NgramSplitConfig, dtype: torch.dtype = torch.float32):
+        super().__init__(config, dtype)
+        self.train_size, self.val_size = config.train_size, config.val_size
+        self._drawn: dict = {}
+
+    def _split(self, seeds, device) -> Batch:
+        key = (tuple(seeds), str(device))
+        if key not in self._drawn:
+            n = self.train_size + self.val_size
+            self._drawn = {key: super().sample(seeds, 0, n, device=device, stream="fixed")}
+        return self._drawn[key]
+
+    def sample(self, seeds, step, batch_size, *, n_points=None, device="cpu", stream="train", alpha=None) -> Batch:
+        plain = n_points is None and alpha is None and self.train_size is not None
+        if stream == "fixed" and plain and batch_size == self.train_size:
+            return _contiguous(self._split(seeds, device).select(slice(0, self.train_size)))
+        if stream == "val":
+            if self.train_size is None:  # fresh training sequences: the fixed stream is unused
+                return super().sample(seeds, 0, self.val_size, n_points=n_points, device=device,
+                                      stream="fixed", alpha=alpha)
+            if not plain:
+                raise UsageError("the validation split is part of the fixed dataset: it has the training "
+                                 "length and prior (use eval_batch for other n_points or alpha)")
+            return _contiguous(self._split(seeds, device).select(slice(self.train_size, None)))
+        return super().sample(seeds, step, batch_size, n_points=n_points, device=device, stream=stream,
+                              alpha=alpha)
+
+
+def _contiguous(batch: Batch) -> Batch:
+    batch.x, batch.y = batch.x.contiguous(), batch.y.contiguous()
+    return batch
