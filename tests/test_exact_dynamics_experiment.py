@@ -5,24 +5,27 @@ The ODE against direct population-gradient training is tested in tests/test_exac
 phase detection in tests/test_phases.py, the spectral probes in tests/test_spectral.py.
 """
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import icldyn
+from icldyn.claims import CLAIM_SPECS
 from icldyn.experiments import EXPERIMENTS
 from icldyn.experiments.base import Experiment
-from icldyn.experiments.exact_dynamics import (
-    _train_overrides, alignment_claim, conservation_claim, erank_final_claim, ode_claims, piecewise, plateau_claim,
-    rank_steps_claim, record_grid)
+from icldyn.experiments.exact_dynamics import _train_overrides, piecewise, record_grid, theory_frame
+from icldyn.experiments.exact_dynamics_claims import ODE_CLAIMS, alignment
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.probes.lsa_modes import (conserved, effective_map, eigen_overlaps, mode_progress, overlap_rows, split,
                                      x_block)
 from icldyn.probes.spectral import subspace_overlap
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.theory.exact_dynamics import ReducedLSA
-from icldyn.train.schedule import learning_rates, record_steps_in_time
+from icldyn.train.schedule import clock, learning_rates, record_steps_in_time, time_at
 
 EXP = "linear-exact-dynamics"
 STAGED = [1.0, 0.25, 0.0625]
@@ -39,6 +42,24 @@ def tiny(**over):
 def claim(claims, ident):
     (c,) = [c for c in claims if c.id == ident]
     return c
+
+
+def spec_claim(ident, run, measure=None):
+    """The claim `ident` of this experiment's claim list, evaluated on `run` (optionally with another measure)."""
+    spec = CLAIM_SPECS[f"{EXP}:{ident}"]
+    return (spec if measure is None else dataclasses.replace(spec, measure=measure)).evaluate(run)
+
+
+def sweep_of(runs):
+    """Runs trained one by one, read as the variants of one sweep directory."""
+    return SimpleNamespace(variants={str(i): r for i, r in enumerate(runs)}, config=runs[0].config)
+
+
+def with_wrong_eigenvalues(run, eigenvalues):
+    """The run with theory.parquet recomputed for another Λ (the negative control of the theory claims)."""
+    task = LinearRegressionTask(run.config.task)
+    times = time_at(run.config.train, record_grid(run.metrics)["step"].values)
+    return dataclasses.replace(run, theory=theory_frame(run.config, task, times, eigenvalues=eigenvalues))
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +154,14 @@ def test_overlap_rows_against_previous_and_final():
 
 def test_records_are_log_spaced_in_time_for_a_piecewise_lr(staged_run):
     tc = staged_run.config.train
-    times = np.concatenate([[0.0], np.cumsum(learning_rates(tc))])
+    times = clock(tc)
     steps = record_steps_in_time(tc, 60, t_min=0.05)
     assert steps[0] == 0 and steps[-1] == tc.steps
     gaps = np.diff(np.log(times[steps[1:]]))
     assert gaps.max() < 2.5 * np.log(60 / 0.05) / 59  # no decade of time left unrecorded
-    # and the trainer's clock is the same Σ lr
+    # and the trainer's clock is the same Σ lr, to the last bit (the theory is joined to the metrics on time)
     grid = record_grid(staged_run.metrics)
-    np.testing.assert_allclose(grid["time"].values, times[grid["step"].values], rtol=1e-12)
+    np.testing.assert_array_equal(grid["time"].values, times[grid["step"].values])
     assert piecewise([(8.0, 0.01), (60.0, 0.1)])["steps"] == 800 + 520
 
 
@@ -154,9 +175,20 @@ def test_tiny_run_records_every_probe_and_the_theory(staged_run):
     assert {f"probe/mode_progress/{i}" for i in range(3)} <= names and "probe/conserved" in names
     assert staged_run.final("probe/overlap_final/kq_x").tolist() == pytest.approx([1.0])
     th = staged_run.theory
-    assert set(th["name"]) == {"loss", "conserved", "mode_progress/0", "mode_progress/1", "mode_progress/2"}
+    constants = {"saddle_loss", "optimal_loss", "escape_rate", "erank_gamma_inv", "erank_lambda_squared",
+                 "crossing_time/0", "crossing_time/1", "crossing_time/2"}
+    curves = {"loss", "conserved", "mode_progress/0", "mode_progress/1", "mode_progress/2"}
+    assert set(th["name"]) == constants | curves
+    assert (th["name"].value_counts()[sorted(constants)] == 1).all()  # one row each
     np.testing.assert_array_equal(np.sort(th[th["name"] == "loss"]["time"].values),
                                   record_grid(staged_run.metrics)["time"].values)
+    # the stored constants are the theory's: the ODE's fixed-point loss is R*/2 of the task
+    system = ReducedLSA(FAST, staged_run.config.task.n_points)
+    assert th.loc[th["name"] == "optimal_loss", "value"].item() == pytest.approx(system.optimal_loss, rel=1e-12)
+    # the crossings the ODE curves show lie where the stored crossing times say
+    t, p = (th[th["name"] == "mode_progress/1"].sort_values("time")[c].values for c in ("time", "value"))
+    t1 = th.loc[th["name"] == "crossing_time/1", "value"].item()
+    assert np.interp(t1, t, p) == pytest.approx(0.5, abs=0.02)
 
 
 def test_tiny_run_passes_its_claims(staged_run):
@@ -169,29 +201,29 @@ def test_tiny_run_passes_its_claims(staged_run):
 
 
 def test_wrong_eigenvalues_fail_the_ode_claims(staged_run):
-    claims = ode_claims(staged_run, eigenvalues=STAGED)  # the run trained on (1, 0.5, 0.25)
+    claims = ODE_CLAIMS.evaluate(with_wrong_eigenvalues(staged_run, STAGED))  # the run trained on (1, 0.5, 0.25)
     for ident in ("follows_ode_loss", "follows_ode_mode_1", "crossing_times_match_ode"):
         assert claim(claims, ident).passed is False, ident
 
 
 def test_untrained_run_fails_crossing_order_alignment_and_rank(frozen_run):
-    claims = ode_claims(frozen_run)
+    claims = ODE_CLAIMS.evaluate(frozen_run)
     assert claim(claims, "crossing_times_match_ode").passed is False
     assert claim(claims, "modes_learned_in_order").passed is False
     assert claim(claims, "follows_ode_mode_0").passed is False
-    assert alignment_claim(frozen_run).passed is False
-    assert rank_steps_claim(frozen_run).passed is False
-    assert erank_final_claim(frozen_run).passed is False
+    assert spec_claim("kq_aligns_with_top_eigenvector", frozen_run).passed is False
+    assert spec_claim("erank_rises_with_modes", frozen_run).passed is False
+    assert spec_claim("erank_final_matches_gamma_inv", frozen_run).passed is False
 
 
 def test_modes_learned_together_fail_the_order_and_rank_claims(tmp_path):
     """Isotropic Λ: every mode switches on at once, so there is no order and no rank staircase."""
     run = icldyn.run(EXP, overrides=tiny(**{"task.covariance": "isotropic", "task.eigenvalues": None,
                                             **_train_overrides([(12.0, 0.01)])}), out=tmp_path)
-    claims = ode_claims(run)
+    claims = ODE_CLAIMS.evaluate(run)
     assert claim(claims, "crossing_times_match_ode").passed is True  # it did learn, all at once
     assert claim(claims, "modes_learned_in_order").passed is False
-    assert rank_steps_claim(run).passed is False
+    assert spec_claim("erank_rises_with_modes", run).passed is False
 
 
 # -- the plateau law over a σ₀ sweep -----------------------------------------------------------------
@@ -203,8 +235,9 @@ def test_plateau_slope_over_a_sweep_and_against_the_wrong_lambda(tmp_path):
     assert c["passed"] is True, c
     assert c["details"]["ci_excludes_lambda1_only"]
     runs = list(run.variants.values())
-    assert plateau_claim(runs, eigenvalues=STAGED).passed is False  # ρ of another Λ
-    assert plateau_claim(runs[:3]).passed is None                   # < 4 points: not measured
+    wrong = sweep_of([with_wrong_eigenvalues(r, STAGED) for r in runs])
+    assert spec_claim("plateau_slope", wrong).passed is False      # ρ of another Λ
+    assert spec_claim("plateau_slope", sweep_of(runs[:3])).passed is None  # < 4 points: not measured
 
 
 # -- conservation over learning rates, and Adam as the control ---------------------------------------
@@ -218,16 +251,18 @@ def conservation_runs(tmp_path, **extra):
 
 
 def test_conserved_drift_is_linear_in_lr_for_gd_and_not_for_adam(tmp_path):
-    c = conservation_claim(conservation_runs(tmp_path / "gd"))
+    c = spec_claim("conserved_drift_linear_in_lr", sweep_of(conservation_runs(tmp_path / "gd")))
     assert c.passed is True and c.measured == pytest.approx(1.0, abs=0.05)
-    adam = conservation_claim(conservation_runs(tmp_path / "adam", **{"train.optimizer": "adam"}))
+    adam = spec_claim("conserved_drift_linear_in_lr",
+                      sweep_of(conservation_runs(tmp_path / "adam", **{"train.optimizer": "adam"})))
     assert adam.passed is False  # Adam is not a gradient flow of the loss: C drifts at O(1)
 
 
 def test_conserved_drift_claim_for_sgd_fails_for_adam(tmp_path):
     sampled = {"train.gradient": "sampled", "train.batch_size": 32}
     runs = conservation_runs(tmp_path, **{**sampled, "train.optimizer": "adam"})
-    c = conservation_claim(runs)
+    assert spec_claim("conserved_drift_linear_in_lr", sweep_of(runs)) is None  # no population-gradient runs
+    c = spec_claim("conserved_drift_linear_in_lr[sgd]", sweep_of(runs))
     assert c.id == "conserved_drift_linear_in_lr[sgd]" and c.passed is False
 
 
@@ -236,8 +271,21 @@ def test_noncommuting_init_aligns_with_the_top_eigenvector_and_not_another(tmp_p
     over = tiny(**{"role": "noncommuting", "model.init": "zfb_random", "model.init_scale": 1e-3,
                    "task.eigenvalues": STAGED, **_train_overrides([(12.0, 0.05)])})
     run = icldyn.run(EXP, overrides=over, out=tmp_path)
-    assert alignment_claim(run).passed is True
-    assert alignment_claim(run, eigenvector=2).passed is False  # the wrong eigenvector of Λ
+    assert spec_claim("kq_aligns_with_top_eigenvector", run).passed is True
+    wrong = spec_claim("kq_aligns_with_top_eigenvector", run, measure=lambda r: alignment(r, eigenvector=2))
+    assert wrong.passed is False  # the wrong eigenvector of Λ
+
+
+# -- claims as data: what this experiment's specs need of ClaimSpec ---------------------------------
+def test_claim_spec_takes_a_run_dependent_tolerance_and_suffixes_ready_claims():
+    from icldyn.claims import Below, Claim, ClaimSpec, Measurement
+
+    spec = ClaimSpec("x", "s", "src", Below(1.0), lambda r: Measurement([0.5], expect=Below(0.1), tolerance="10%"),
+                     tolerance="100%")
+    c = spec.evaluate(None, "[a]")
+    assert (c.id, c.passed, c.expected, c.tolerance) == ("x[a]", False, "< 0.1", "10%")
+    ready = ClaimSpec("x", "s", "src", Below(1.0), lambda r: Claim("x", "s", "src", None, "< 1", False))
+    assert ready.evaluate(None, "[b]").id == "x[b]" and ready.evaluate(None).id == "x"
 
 
 # -- the experiment as a whole ---------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Measurement:
     values: per-seed values (for Below/Above), or the one measured value (Judged).
     fmt: fields filled into the spec's statement; statement: replaces it whole.
     passed: the verdict, for Judged expectations only. expect: a bound that depends on the run's
-    config (still fixed before the run), replacing the spec's.
+    config (still fixed before the run), replacing the spec's; tolerance: likewise, its text.
     """
 
     values: Any = ()
@@ -111,6 +111,7 @@ class Measurement:
     passed: Optional[bool] = None
     per_seed: Optional[list] = None
     expect: Optional[Expect] = None
+    tolerance: Optional[str] = None
 
 
 CLAIM_SPECS: "Registry[ClaimSpec]" = Registry("claim")  # every spec, as "<experiment>:<id>"
@@ -123,7 +124,7 @@ class ClaimSpec:
     """One claim of an experiment: measured by `measure(run)` on the stored run (or on each view of
     it, `per_view`), judged against `expect`. `measure` may return None when the claim does not
     apply to this run (it is then left out), or a ready `Claim` for the rare claim whose id or shape
-    depends on the run."""
+    depends on the run (a per-view one gets the view's suffix appended to its id)."""
 
     id: str
     statement: str
@@ -135,23 +136,26 @@ class ClaimSpec:
 
     def evaluate(self, run, suffix: str = "") -> Optional[Claim]:
         m = self.measure(run)
+        if isinstance(m, Claim) and suffix:  # a ready claim of one view: the view's suffix, as for the rest
+            m.id = f"{m.id}{suffix}"
         if m is None or isinstance(m, Claim):
             return m
         ident = f"{self.id}{suffix}"
         statement = m.statement if m.statement is not None else self.statement.format(**m.fmt)
         expect = m.expect or self.expect
+        tolerance = m.tolerance if m.tolerance is not None else self.tolerance
         if isinstance(expect, Below):
-            return below(ident, statement, self.source, m.values, expect.bound, tolerance=self.tolerance,
+            return below(ident, statement, self.source, m.values, expect.bound, tolerance=tolerance,
                          agg=expect.agg, note=m.note, details=m.details)
         if isinstance(expect, Above):
-            return above(ident, statement, self.source, m.values, expect.bound, tolerance=self.tolerance,
+            return above(ident, statement, self.source, m.values, expect.bound, tolerance=tolerance,
                          agg=expect.agg, note=m.note, details=m.details)
         value = None if m.values is None or np.ndim(m.values) else float(m.values)
         per_seed = list(m.per_seed or [])
         if value is None or not np.isfinite(value) or m.passed is None:
             return unmeasured(ident, statement, self.source, expect.text, m.note or "could not be measured",
-                              tolerance=self.tolerance, per_seed=per_seed, details=m.details)
-        return Claim(ident, statement, self.source, value, expect.text, bool(m.passed), self.tolerance,
+                              tolerance=tolerance, per_seed=per_seed, details=m.details)
+        return Claim(ident, statement, self.source, value, expect.text, bool(m.passed), tolerance,
                      per_seed, m.note, m.details)
 
 

@@ -20,6 +20,11 @@ Time is Σ lr throughout, so runs with different learning rates and the ODE shar
 staged runs take small steps (lr 0.01) through the escape, where GD's Euler error is largest
 (a growth factor 1 + lr ρ per step instead of e^{lr ρ}), then larger ones for the slow modes;
 that is a piecewise-constant schedule written as `train.stages` over all parameters.
+
+After training, theory.parquet gets the reduced ODE on the run's clock (`train.schedule.time_at`)
+and the theory's constants (crossing times, ρ, erank(Γ⁻¹), erank(Λ²)); the claims
+(`exact_dynamics_claims.py`) and the figures (`report/exact_dynamics.py`) read those and the
+metrics through `analysis/exact_dynamics.py`.
 """
 
 from __future__ import annotations
@@ -30,26 +35,24 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from scipy import stats
 
+from icldyn.analysis.exact_dynamics import crossing_name, ode_applies
+from icldyn.claims import Claim
 from icldyn.config import ExperimentConfig, TrainConfig
-from icldyn.claims import Claim, above, below
 from icldyn.experiments.base import Experiment
+from icldyn.experiments.exact_dynamics_claims import evaluate as evaluate_claims
 from icldyn.models import ModelConfig
 from icldyn.models.lsa import LSAConfig
 from icldyn.probes import build_probes
-from icldyn.probes.lsa_modes import X_BLOCK, modes_eigenvalues, overlap_rows
-from icldyn.analysis.phases import detect_drops, first_crossing
+from icldyn.probes.lsa_modes import modes_eigenvalues, overlap_rows
+from icldyn.probes.spectral import effective_rank
 from icldyn.store import load_checkpoint
 from icldyn.tasks import TaskConfig
 from icldyn.tasks.linear_regression import LinearRegressionConfig
-from icldyn.train.schedule import record_steps_in_time
 from icldyn.theory.exact_dynamics import ReducedLSA, zfb_initial
+from icldyn.theory.linear_regression import optimal_matrix
+from icldyn.train.schedule import record_steps_in_time, time_at
 
-SOURCE = "Mainali & Teixeira 2025 (seed 004), reduced gradient flow of the 1-layer LSA"
-SOURCE_PLATEAU = "Mainali & Teixeira 2025: escape from the saddle at rate ρ = sqrt(Σλ⁴)"
-SOURCE_CONSERVED = "Mainali & Teixeira 2025: ‖p‖² − ‖Q‖_F² is conserved under gradient flow"
-SOURCE_SPECTRAL = "Mainali & Teixeira 2025, spectral rank dynamics / subspace alignment (standard definitions)"
 STAGED = [1.0, 0.25, 0.0625]
 PARAMS = ["w_pv", "w_kq"]
 
@@ -184,8 +187,7 @@ class ExactDynamics(Experiment):
     def after_training(self, run_dir, config, task, model, device):
         metrics = pd.DataFrame(run_dir.read_metric_rows())
         grid = record_grid(metrics)
-        if ode_applies(config):
-            run_dir.write_theory(theory_frame(config, grid["time"].values))
+        run_dir.write_theory(theory_frame(config, task, time_at(config.train, grid["step"].values)))
         seeds = list(range(config.seed, config.seed + config.n_seeds))
         params = []
         for step, time in grid.itertuples(index=False):
@@ -196,36 +198,9 @@ class ExactDynamics(Experiment):
         kept = metrics[~metrics["name"].str.startswith("probe/overlap_")]  # a rerun replaces, never duplicates
         run_dir.write_metrics(kept.to_dict("records") + rows)
 
-    # -- claims ----------------------------------------------------------------------------------
+    # -- claims and figures ----------------------------------------------------------------------
     def claims(self, run) -> list[Claim]:
-        views = list(run.variants.items()) or [("run", run)]
-        roles: dict[str, list] = {}
-        for label, r in views:
-            role = "staged" if r.config.role == "all" else r.config.role
-            roles.setdefault(role, []).append((label, r))
-        single = len(views) == 1
-        out: list[Claim] = []
-        for role in ("staged", "sgd"):
-            for label, r in roles.get(role, []):
-                out += ode_claims(r, suffix="" if single or label == "staged" else f"[{label}]")
-        if "plateau" in roles:
-            out.append(plateau_claim([r for _, r in roles["plateau"]]))
-        if "conservation" in roles:
-            runs = [r for _, r in roles["conservation"]]
-            population = [r for r in runs if r.config.train.gradient == "population"]
-            sampled = [r for r in runs if r.config.train.gradient == "sampled"]
-            if population:
-                out.append(conservation_claim(population))
-            if sampled:
-                out.append(conservation_claim(sampled, reference=population,
-                                              staged=[r for _, r in roles.get("sgd", [])]))
-        for role in ("generic", "noncommuting"):
-            for label, r in roles.get(role, []):
-                out.append(alignment_claim(r, suffix="" if single else f"[{label}]"))
-        for label, r in roles.get("noncommuting", []) + roles.get("staged", []):
-            sfx = "" if single else f"[{label}]"
-            out += [rank_steps_claim(r, suffix=sfx), erank_final_claim(r, suffix=sfx)]
-        return out
+        return evaluate_claims(run)
 
     def figures(self, run):
         from icldyn.report.exact_dynamics import all_figures
@@ -234,19 +209,12 @@ class ExactDynamics(Experiment):
 
 
 # -- theory on the run's clock ------------------------------------------------------------------
-def ode_applies(config) -> bool:
-    """The reduced ODE describes a 1-layer LSA from the commuting ZFB init on noiseless Gaussian data."""
-    t, m = config.task, config.model
-    return (m.init == "zfb" and m.n_layers == 1 and not m.mask_query and t.inputs == "gaussian"
-            and t.noise_std == 0 and t.pool_size is None and getattr(t, "curriculum", None) is None)
-
-
 def system_for(config, eigenvalues=None) -> ReducedLSA:
     lam = modes_eigenvalues(config) if eigenvalues is None else np.sort(np.asarray(eigenvalues, float))[::-1]
     return ReducedLSA(lam, config.task.n_points)
 
 
-def theory_frame(config, times, eigenvalues=None) -> pd.DataFrame:
+def ode_curves(config, times, eigenvalues=None) -> pd.DataFrame:
     """ODE curves (loss, mode_progress/<i>, conserved) at `times` from the run's ZFB init."""
     system = system_for(config, eigenvalues)
     times = np.unique(np.asarray(times, dtype=np.float64))
@@ -258,327 +226,33 @@ def theory_frame(config, times, eigenvalues=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def theory_constants(config, covariance, eigenvalues=None) -> pd.DataFrame:
+    """The theory's time-independent values, one row each (time 0): the ODE's saddle and fixed-point
+    losses, its ½-crossing times from the ZFB init at this σ₀ (crossing_time/<i>, by decreasing λ),
+    the escape rate ρ, erank(Γ⁻¹) (the limit of U's spectrum) and erank(Λ²) (U's direction at the
+    plateau's end). `covariance` (d, d): the task's Σ, float64."""
+    system = system_for(config, eigenvalues)
+    lam2 = system.lam ** 2
+    p = lam2 / lam2.sum()
+    values = {"saddle_loss": system.saddle_loss, "optimal_loss": system.optimal_loss,
+              "escape_rate": system.escape_rate(),
+              "erank_gamma_inv": float(effective_rank(optimal_matrix(covariance, config.task.n_points))),
+              "erank_lambda_squared": float(np.exp(-(p * np.log(p)).sum()))}
+    crossings = system.crossing_times(config.model.init_scale)
+    values.update({crossing_name(i): float(t) for i, t in enumerate(crossings)})
+    return pd.DataFrame({"time": 0.0, "name": list(values), "value": list(values.values())})
+
+
+def theory_frame(config, task, times, eigenvalues=None) -> pd.DataFrame:
+    """theory.parquet: the constants, and the ODE's curves at `times` where the ODE applies.
+    `eigenvalues` replaces Λ's (negative controls: the wrong Λ must fail the claims)."""
+    frames = [theory_constants(config, task.covariance, eigenvalues)]
+    if ode_applies(config):
+        frames.append(ode_curves(config, times, eigenvalues))
+    return pd.concat(frames, ignore_index=True)
+
+
 def record_grid(metrics: pd.DataFrame) -> pd.DataFrame:
     """(step, time) of every record, in step order."""
     m = metrics[metrics["name"] == "loss/train"]
     return m[["step", "time"]].drop_duplicates("step").sort_values("step").reset_index(drop=True)
-
-
-def loss_metric(config) -> str:
-    """The exact population loss where training used it; else the held-out loss."""
-    return "loss/train" if config.train.gradient == "population" else "loss/test"
-
-
-def per_seed(run, name: str) -> dict[int, pd.DataFrame]:
-    """{seed: rows (time, value) sorted by step} of one metric."""
-    m = run.metric(name)
-    return {int(s): g.sort_values("step")[["step", "time", "value"]].reset_index(drop=True)
-            for s, g in m.groupby("seed")}
-
-
-def _deviation(run, metric: str, theory: pd.DataFrame, name: str) -> list[float]:
-    th = theory[theory["name"] == name].set_index("time")["value"]
-    out = []
-    for _, g in per_seed(run, metric).items():
-        merged = g.join(th.rename("theory"), on="time", how="inner")
-        out.append(float((merged["value"] - merged["theory"]).abs().max()) if len(merged) else float("nan"))
-    return out
-
-
-def _suffix_mode(run) -> str:
-    return "exact population gradients" if run.config.train.gradient == "population" else \
-        f"minibatch SGD, batch {run.config.train.batch_size}"
-
-
-def ode_claims(run, *, suffix: str = "", eigenvalues=None, theory: pd.DataFrame | None = None) -> list[Claim]:
-    """Loss and mode-progress deviation from the ODE, ½-crossing times (20%) and their order.
-
-    `eigenvalues`/`theory` replace the run's own (negative controls: the wrong Λ must fail)."""
-    c = run.config
-    ids = ["follows_ode_loss"] + [f"follows_ode_mode_{i}" for i in range(c.task.d)] + \
-          ["crossing_times_match_ode", "modes_learned_in_order"]
-    if not ode_applies(c):
-        return [Claim(f"{i}{suffix}", "the reduced ODE applies", SOURCE, None, "—", None,
-                      note="the ODE needs model.init=zfb, one layer, noiseless Gaussian data") for i in ids]
-    if theory is None:
-        theory = run.theory if eigenvalues is None else theory_frame(c, record_grid(run.metrics)["time"], eigenvalues)
-    system = system_for(c, eigenvalues)
-    factor = 1.0 if c.train.gradient == "population" else c.sampled_tolerance_factor
-    mode = _suffix_mode(run)
-    drop = system.saddle_loss - system.optimal_loss
-    out = []
-    dev = np.array(_deviation(run, loss_metric(c), theory, "loss")) / drop
-    out.append(below(f"follows_ode_loss{suffix}",
-                     f"Training ({mode}) follows the reduced ODE: max |L − L_ODE| over the run, as a fraction "
-                     f"of the loss drop {drop:.4f} ({loss_metric(c)})",
-                     SOURCE, dev, c.ode_loss_tolerance * factor, tolerance=f"{c.ode_loss_tolerance * factor:g}"))
-    for i in range(c.task.d):
-        dev = _deviation(run, f"probe/mode_progress/{i}", theory, f"mode_progress/{i}")
-        out.append(below(f"follows_ode_mode_{i}{suffix}",
-                         f"Mode {i} (λ = {system.lam[i]:g}) follows the ODE ({mode}): "
-                         f"max |γ_i b_i − ODE| over the run",
-                         SOURCE, dev, c.ode_mode_tolerance * factor, tolerance=f"{c.ode_mode_tolerance * factor:g}"))
-    tol = c.crossing_tolerance
-    expected_all = system.crossing_times(c.model.init_scale)
-    t_end = float(run.metric("loss/train")["time"].max())
-    # modes the ODE says cross ½ within the run (with room for a crossing `tol` late)
-    modes = [i for i in range(c.task.d) if expected_all[i] * (1 + tol) <= t_end]
-    skipped = [i for i in range(c.task.d) if i not in modes]
-    note = (f"mode(s) {skipped} cross ½ after the run's end t = {t_end:.4g} in the ODE "
-            f"(t = {', '.join(f'{expected_all[i]:.4g}' for i in skipped)}): not checked") if skipped else None
-    statement = (f"Each mode's progress crosses ½ when the ODE's does ({mode}): max relative error over modes "
-                 f"{modes}; ODE: t = {', '.join(f'{expected_all[i]:.4g}' for i in modes)}")
-    order_statement = (f"Modes are learned in order of decreasing λ ({mode}): smallest ratio t_(i+1)/t_i of the "
-                       f"½-crossings of modes {modes}")
-    if len(modes) < 1:
-        out.append(Claim(f"crossing_times_match_ode{suffix}", statement, SOURCE, None, f"< {tol:g}", None,
-                         f"{tol:.0%}", note=note or "no mode crosses ½ within the run"))
-        out.append(Claim(f"modes_learned_in_order{suffix}", order_statement, SOURCE, None, "> 1", None,
-                         note=note or "no mode crosses ½ within the run"))
-        return out
-    expected = expected_all[modes]
-    curves = [per_seed(run, f"probe/mode_progress/{i}") for i in modes]
-    measured = np.array([[first_crossing(cv[s]["time"].values, cv[s]["value"].values, 0.5, "up") for cv in curves]
-                         for s in run.seeds])  # (seeds, modes)
-    rel = np.abs(measured / expected - 1).max(1)
-    missing = [modes[k] for k in range(len(modes)) if not np.isfinite(measured[:, k]).all()]
-    if missing:  # the theory says it crosses within the run, training did not: a failure
-        rel = np.where(np.isfinite(rel), rel, np.inf)
-        note = "; ".join(filter(None, [note, f"mode(s) {missing} never crossed ½ by t = {t_end:.4g}"]))
-    details = {"modes": modes, "measured_times": measured.tolist(), "ode_times": expected.tolist(),
-               "ode_times_all_modes": expected_all.tolist()}
-    out.append(Claim(f"crossing_times_match_ode{suffix}", statement, SOURCE, float(rel.max()), f"< {tol:g}",
-                     bool(rel.max() < tol), f"{tol:.0%}", rel.tolist(), note, details))
-    if len(modes) < 2:
-        out.append(Claim(f"modes_learned_in_order{suffix}", order_statement, SOURCE, None, "> 1", None,
-                         note="fewer than two modes cross ½ within the run"))
-        return out
-    ratios = measured[:, 1:] / measured[:, :-1]
-    worst = np.where(np.isfinite(ratios).all(1), np.nanmin(np.where(np.isfinite(ratios), ratios, np.inf), 1), 0.0)
-    out.append(Claim(f"modes_learned_in_order{suffix}", order_statement, SOURCE, float(worst.min()),
-                     "> 1 for every i", bool((worst > 1).all()), None, worst.tolist(), note, details))
-    return out
-
-
-# -- the plateau law -------------------------------------------------------------------------------
-def escape_time(run, seed: int) -> float:
-    """Time at which the recorded loss has fallen halfway from its first to its last value."""
-    g = per_seed(run, loss_metric(run.config))[seed]
-    level = 0.5 * (g["value"].iloc[0] + g["value"].iloc[-1])
-    return first_crossing(g["time"].values, g["value"].values, level, "down")
-
-
-def fit_line(x, y, confidence: float = 0.95) -> dict:
-    """Least-squares slope with a two-sided t confidence interval."""
-    fit = stats.linregress(x, y)
-    q = stats.t.ppf(0.5 + confidence / 2, len(x) - 2) if len(x) > 2 else np.inf
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "stderr": float(fit.stderr),
-            "ci": [float(fit.slope - q * fit.stderr), float(fit.slope + q * fit.stderr)]}
-
-
-def plateau_claim(runs, eigenvalues=None) -> Claim:
-    """Fitted slope of escape time vs log10(1/σ₀) against ln(10)/ρ (≥ 4 points over ≥ 1 decade)."""
-    runs = sorted(runs, key=lambda r: -r.config.model.init_scale)
-    c = runs[0].config
-    lam = np.asarray(eigenvalues if eigenvalues is not None else c.task.eigenvalue_list(), float)
-    rho = float(np.sqrt((lam**4).sum()))
-    expected = np.log(10) / rho
-    tol = c.plateau_tolerance
-    sigma = np.array([r.config.model.init_scale for r in runs])
-    statement = (f"Plateau length grows by ln(10)/ρ per decade of smaller σ₀ (λ = ({', '.join(f'{v:g}' for v in lam)}), ρ = {rho:.4g}): "
-                 f"fitted slope of the escape time vs log10(1/σ₀)")
-    ident = "plateau_slope"
-    if len(runs) < 4 or np.log10(sigma.max() / sigma.min()) < 1:
-        return Claim(ident, statement, SOURCE_PLATEAU, None, f"{expected:.4g} ± {tol:.0%}", None,
-                     note=f"needs ≥ 4 values of σ₀ over ≥ 1 decade, got {len(runs)}")
-    x = np.log10(1 / sigma)
-    per, fits = [], []
-    for seed in runs[0].seeds:
-        t = np.array([escape_time(r, seed) for r in runs])
-        if not np.isfinite(t).all():
-            return Claim(ident, statement, SOURCE_PLATEAU, None, f"{expected:.4g} ± {tol:.0%}", None,
-                         note="a run never left its plateau (no halfway crossing of the loss)",
-                         details={"escape_times": t.tolist()})
-        f = fit_line(x, t)
-        per.append(f["slope"])
-        fits.append({**f, "escape_times": t.tolist()})
-    slope = float(np.mean(per))
-    rel = abs(slope / expected - 1)
-    lam1 = np.log(10) / lam.max() ** 2
-    # GD linearised at the saddle multiplies the unstable direction by 1 + lr ρ per step (not e^{lr ρ})
-    lr = c.train.lr
-    gd_expected = float(np.log(10) * lr / np.log1p(lr * rho)) if c.train.stages is None else None
-    gd = "" if gd_expected is None else f"; discrete GD at lr {lr:g}: ln(10)·lr/ln(1 + lr ρ) = {gd_expected:.4g}"
-    ci = fits[0]["ci"]
-    return Claim(ident, statement + f"; 95% CI {ci[0]:.4g}–{ci[1]:.4g}{gd}", SOURCE_PLATEAU, slope,
-                 f"{expected:.4g} ± {tol:.0%} (ln10/λ₁² would be {lam1:.4g})", bool(rel < tol), f"{tol:.0%}", per,
-                 None,
-                 {"fits": fits, "sigma0": sigma.tolist(), "relative_error": rel, "expected": expected,
-                  "expected_for_discrete_gd": gd_expected,
-                  "lambda1_only": lam1, "ci_excludes_lambda1_only": bool(not ci[0] <= lam1 <= ci[1])})
-
-
-# -- conservation ----------------------------------------------------------------------------------
-def conserved_drift(run) -> np.ndarray:
-    """max_t |C(t) − C(0)| per seed, C = ‖p‖² − ‖Q‖_F²."""
-    return np.array([float((g["value"] - g["value"].iloc[0]).abs().max())
-                     for _, g in sorted(per_seed(run, "probe/conserved").items())])
-
-
-def conservation_claim(runs, reference=(), staged=()) -> Claim:
-    """Drift of ‖p‖² − ‖Q‖_F² over one time horizon against lr, on log-log axes: exponent 1.
-
-    Gradient flow conserves C for any loss of ŷ, a sampled minibatch's included (bilinear
-    symmetry), and a step changes it by exactly lr²(‖∇_p‖² − ‖∇_Q‖²); over a horizon T that sums
-    to lr·∫(‖∇_p‖² − ‖∇_Q‖²) dt: ∝ lr, with minibatch noise adding its variance to the integrand.
-    `reference` (population runs at the same lrs) and `staged` (the long SGD run) are reported."""
-    runs = sorted(runs, key=lambda r: r.config.train.lr)
-    c = runs[0].config
-    sgd = c.train.gradient == "sampled"
-    ident = "conserved_drift_linear_in_lr" + ("[sgd]" if sgd else "")
-    lrs = np.array([r.config.train.lr for r in runs])
-    drift = np.array([conserved_drift(r).mean() for r in runs])
-    tol = c.conservation_sgd_exponent_tolerance if sgd else c.conservation_exponent_tolerance
-    how = (f"minibatch SGD (batch {c.train.batch_size}, sampled prompts)" if sgd
-           else "GD on exact population gradients")
-    statement = (f"‖p‖² − ‖Q‖_F² is conserved by gradient flow; under {how} its drift max_t |C(t) − C(0)| "
-                 f"over t ≤ {c.conservation_time:g} shrinks ∝ lr: fitted exponent of drift vs lr")
-    if len(runs) < 4 or np.log10(lrs.max() / lrs.min()) < 1 - 1e-9:
-        return Claim(ident, statement, SOURCE_CONSERVED, None, f"1 ± {tol:g}", None,
-                     note=f"needs ≥ 4 learning rates over ≥ 1 decade, got {len(runs)}")
-    if np.any(drift <= 0):
-        return Claim(ident, statement, SOURCE_CONSERVED, None, f"1 ± {tol:g}", None,
-                     note="a drift of exactly 0 cannot be fitted on log axes", details={"drift": drift.tolist()})
-    f = fit_line(np.log(lrs), np.log(drift))
-    details = {"lr": lrs.tolist(), "drift": drift.tolist(), "drift_over_lr": (drift / lrs).tolist(),
-               "relative_drift": [float(relative_drift(r).mean()) for r in runs], **f}
-    ref = {r.config.train.lr: conserved_drift(r).mean() for r in reference}
-    if ref:
-        details["drift_over_population_gd"] = [float(d / ref[lr]) if lr in ref else None for lr, d in zip(lrs, drift)]
-    extra = ""
-    if ref and all(v is not None for v in details["drift_over_population_gd"]):
-        ratio = details["drift_over_population_gd"]
-        extra = f"; SGD/GD drift ratio {min(ratio):.3g}–{max(ratio):.3g}"
-    for r in staged:
-        t_end = float(r.metric("loss/train")["time"].max())
-        rel = float(relative_drift(r).mean())
-        details["staged_sgd_relative_drift"] = {"t_end": t_end, "relative_drift": rel}
-        extra += f"; the staged SGD run drifts by {rel:.2g} of ‖p‖² + ‖Q‖² by t = {t_end:g}"
-    return Claim(ident, statement + f"; 95% CI {f['ci'][0]:.3g}–{f['ci'][1]:.3g}{extra}",
-                 SOURCE_CONSERVED, f["slope"], f"1 ± {tol:g}", bool(abs(f["slope"] - 1) < tol), f"±{tol:g}",
-                 [f["slope"]], None, details)
-
-
-def relative_drift(run) -> np.ndarray:
-    """max_t |C(t) − C(0)| / max_t (‖p‖² + ‖Q‖_F²) per seed: the drift on the scale of the weights."""
-    scale = {s: g["value"].max() for s, g in per_seed(run, "probe/pq_norm").items()}
-    return conserved_drift(run) / np.array([scale[s] for s in sorted(scale)])
-
-
-# -- spectral: alignment and rank steps ------------------------------------------------------------
-def first_drop(run, seed: int):
-    g = per_seed(run, loss_metric(run.config))[seed]
-    g = g[g["time"] > 0]
-    drops = detect_drops(g["time"].values, g["value"].values) if len(g) >= 3 else []
-    return drops[0] if drops else None
-
-
-def alignment_claim(run, *, eigenvector: int = 0, suffix: str = "") -> Claim:
-    """W^KQ's x-block: its top singular vector's overlap with Λ's top eigenvector (index
-    `eigenvector`, by decreasing λ) reaches ≈ 1 on the way out of the first plateau: the largest
-    value over the records from the first loss drop's start to its midpoint."""
-    c = run.config
-    name = f"probe/eigen_overlap/{X_BLOCK}/{eigenvector}"
-    curves = per_seed(run, name)
-    values, where, note = [], [], None
-    for seed in run.seeds:
-        drop = first_drop(run, seed)
-        if drop is None:
-            values.append(float("nan"))
-            note = "no drop of the loss: the model never left the plateau"
-            continue
-        g = curves[seed]
-        window = g[(g["time"] >= drop.start) & (g["time"] <= drop.midpoint)]
-        values.append(float(window["value"].max()) if len(window) else float("nan"))
-        where.append([drop.start, drop.midpoint, drop.end])
-    routes = {key: run.final(f"probe/route/{key}").tolist() for key in ("vu", "rank_one")}
-    rank_one = int(sum(r > v for v, r in zip(routes["vu"], routes["rank_one"])))
-    if rank_one and note is None:
-        note = (f"in {rank_one} of {len(run.seeds)} seeds B ends up carried by the rank-one route p_x q_yᵀ "
-                f"(outside the ZFB blocks), not by v U")
-    init = {"gaussian": "all-blocks Gaussian", "zfb_random": "ZFB blocks, random Θ (U(0) not commuting with Λ)",
-            "zfb": "ZFB (commuting)"}[c.model.init]
-    failed = any(not np.isfinite(v) for v in values)
-    claim = above(f"kq_aligns_with_top_eigenvector{suffix}",
-                  f"From a small {init} init (σ₀ = {c.model.init_scale:g}, {_suffix_mode(run)}), the top singular "
-                  f"vector of W^KQ's x-block aligns with Λ's eigenvector {eigenvector} before the first loss drop "
-                  f"ends: max overlap (u₁·r)² from the drop's start to its midpoint",
-                  SOURCE_SPECTRAL, values, c.alignment_bound, note=note,
-                  details={"drop_start_mid_end": where, "final_route_norms": routes, "rank_one_route_seeds": rank_one})
-    if failed:  # no drop: the claim is about the way out of the plateau, and there was none
-        claim.passed, claim.measured = False, None
-    return claim
-
-
-def _at(g: pd.DataFrame, t: float) -> float:
-    """A recorded curve's value at time t, interpolated linearly in ln t."""
-    g = g[g["time"] > 0]
-    return float(np.interp(np.log(t), np.log(g["time"].values), g["value"].values)) if np.isfinite(t) else float("nan")
-
-
-def rank_steps_claim(run, *, suffix: str = "", collapse_tolerance: float = 0.1) -> Claim:
-    """The effective rank of U (W^KQ's x-block) first falls to that of Λ² — on the plateau U grows
-    along the saddle's unstable direction, u ∝ λ² (theory/exact_dynamics.py) — and then rises as
-    each later mode switches on: the sequence [min erank up to the first drop's midpoint, erank at
-    the ½-crossing of mode 1, ..., of mode d−1] increases, and its first entry is within
-    `collapse_tolerance` of erank(Λ²). Measured: the smallest step of that sequence (> 0)."""
-    c = run.config
-    d = c.task.d
-    lam2 = modes_eigenvalues(c) ** 2
-    p = lam2 / lam2.sum()
-    collapse = float(np.exp(-(p * np.log(p)).sum()))
-    erank = per_seed(run, f"probe/erank/{X_BLOCK}")
-    steps, details, note = [], [], None
-    for seed in run.seeds:
-        g = erank[seed]
-        drop = first_drop(run, seed)
-        crossings = [first_crossing(h["time"].values, h["value"].values, 0.5, "up")
-                     for h in (per_seed(run, f"probe/mode_progress/{i}")[seed] for i in range(1, d))]
-        if drop is None or not np.isfinite(crossings).all():
-            note = "the run did not leave the plateau or not every mode crossed ½"
-            steps.append(float("nan"))
-            continue
-        before = g[(g["time"] > 0) & (g["time"] <= drop.midpoint)]["value"]
-        seq = [float(before.min())] + [_at(g, t) for t in crossings]
-        step = float(np.min(np.diff(seq)))
-        collapsed = abs(seq[0] / collapse - 1) < collapse_tolerance
-        steps.append(step if collapsed else min(step, 0.0))
-        details.append({"erank_sequence": seq, "crossings": crossings, "collapsed": collapsed,
-                        "erank_final": float(g["value"].iloc[-1])})
-    init = {"zfb_random": "ZFB blocks, random Θ", "zfb": "ZFB", "gaussian": "all-blocks Gaussian"}[c.model.init]
-    claim = above(f"erank_rises_with_modes{suffix}",
-                  f"The effective rank of W^KQ's x-block falls on the plateau to erank(Λ²) = {collapse:.3f} "
-                  f"(± {collapse_tolerance:.0%}; U grows along λ²) and rises as each later mode switches on ({init} "
-                  f"init): smallest step of [min erank before the first drop's midpoint, erank at mode 1's "
-                  f"½-crossing, ..., at mode {d - 1}'s]",
-                  SOURCE_SPECTRAL, steps, 0.0, note=note,
-                  details={"per_seed": details, "erank_lambda_squared": collapse})
-    if note is not None:
-        claim.passed, claim.measured = False, None
-    return claim
-
-
-def erank_final_claim(run, *, suffix: str = "", tolerance: float = 0.03) -> Claim:
-    """erank(U) at the end against erank(Γ⁻¹): the limit vU = Γ⁻¹ fixes U's spectrum up to scale."""
-    from icldyn.probes.spectral import effective_rank
-    from icldyn.theory.linear_regression import optimal_matrix
-    from icldyn.tasks.linear_regression import LinearRegressionTask
-
-    c = run.config
-    target = float(effective_rank(optimal_matrix(LinearRegressionTask(c.task).covariance, c.task.n_points)))
-    final = run.final(f"probe/erank/{X_BLOCK}").values
-    return below(f"erank_final_matches_gamma_inv{suffix}",
-                 f"At the end the effective rank of W^KQ's x-block equals that of Γ⁻¹ = {target:.4f} "
-                 f"(the limit vU = Γ⁻¹): relative error",
-                 SOURCE_SPECTRAL, np.abs(final / target - 1), tolerance, tolerance=f"{tolerance:.0%}",
-                 details={"erank_final": final.tolist(), "erank_gamma_inv": target})

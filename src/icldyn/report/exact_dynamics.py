@@ -1,37 +1,35 @@
 """Figures of linear-exact-dynamics: training against the reduced ODE on the gradient-flow clock,
-the plateau law over σ₀, the conserved quantity's drift over lr, and the spectral diagnostics."""
+the plateau law over σ₀, the conserved quantity's drift over lr, and the spectral diagnostics.
+
+Everything drawn comes from the run directory: metrics.parquet, and theory.parquet (the ODE's
+curves and constants, written by the experiment after training); the markers and fits are
+analysis/exact_dynamics.py's, the same the claims use.
+"""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
-import torch
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
+from icldyn.analysis import exact_dynamics as ed
+from icldyn.analysis.fits import fit_line
+from icldyn.analysis.phases import detect_plateaus
+from icldyn.analysis.runs import metric_curve, theory_constant, theory_curve
 from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
 
 MODE_COLORS = [PALETTE[i] for i in (0, 1, 2, 4, 5, 6, 8, 9)]
-
-
-def _roles(run) -> dict[str, list]:
-    views = list(run.variants.items()) or [("run", run)]
-    out: dict[str, list] = {}
-    for label, r in views:
-        out.setdefault("staged" if r.config.role == "all" else r.config.role, []).append((label, r))
-    return out
+X_BLOCK = ed.X_BLOCK
 
 
 def _curve(run, name: str, seed=None):
     """(time, value) of one metric for one seed (default: the first), t > 0, in step order."""
-    m = run.metric(name)
-    if m.empty:
-        return np.array([]), np.array([])
-    seed = m["seed"].min() if seed is None else seed
-    m = m[(m["seed"] == seed) & (m["time"] > 0)].sort_values("step")
-    return m["time"].values, m["value"].values
+    return metric_curve(run, name, run.seeds[0] if seed is None else seed, positive_time=True)
 
 
 def _theory(run, name: str):
-    th = run.theory[(run.theory["name"] == name) & (run.theory["time"] > 0)].sort_values("time")
-    return th["time"].values, th["value"].values
+    t, v = theory_curve(run, name)
+    return t[t > 0], v[t > 0]
 
 
 def _shade_stages(ax, times, alpha=0.06, labels=False):
@@ -54,7 +52,7 @@ def _shade_stages(ax, times, alpha=0.06, labels=False):
 
 
 def all_figures(run) -> list:
-    roles = _roles(run)
+    roles = ed.roles(run)
     out = []
     if "staged" in roles or "sgd" in roles:
         out.append(dynamics_figure(run, roles))
@@ -69,18 +67,19 @@ def all_figures(run) -> list:
 
 # -- 1. loss and modes against the ODE -------------------------------------------------------------
 def dynamics_figure(run, roles):
-    from icldyn.experiments.exact_dynamics import ode_applies, system_for
-    from icldyn.analysis.phases import detect_plateaus
-
     main = (roles.get("staged") or roles.get("sgd"))[0][1]
     sgd = roles.get("sgd", [(None, None)])[0][1] if "staged" in roles else None
-    c = main.config
-    system = system_for(c)
-    crossings = system.crossing_times(c.model.init_scale) if ode_applies(c) else []
+    crossings = ed.ode_crossings(main) if ed.ode_applies(main.config) else []
     fig, ax = new_figure(1, 3, size=(5.4, 4.2))
+    _loss_panel(ax[0, 0], main, sgd)
+    _modes_panel(ax[0, 1], main, sgd, crossings)
+    _drift_panel(ax[0, 2], main, sgd, crossings)
+    return finish(fig, run.path / "figures" / "dynamics.png")
 
-    a = ax[0, 0]
-    metric = "loss/train" if c.train.gradient == "population" else "loss/test"
+
+def _loss_panel(a, main, sgd):
+    c = main.config
+    metric = ed.loss_metric(c)
     t, y = _curve(main, metric)
     how = "population gradients" if metric == "loss/train" else "SGD"
     a.plot(t, y, color="k", lw=2.2, alpha=0.45, label=f"training ({how})")
@@ -91,8 +90,8 @@ def dynamics_figure(run, roles):
     tt, yt = _theory(main, "loss")
     if len(tt):
         a.plot(tt, yt, color="k", ls="--", lw=1.2, label="reduced ODE")
-    hline(a, system.saddle_loss, "saddle ½ tr Λ", "grey", ls=":")
-    hline(a, system.optimal_loss, "R*/2 (fixed point)", PALETTE[2], ls=":")
+    hline(a, theory_constant(main, "saddle_loss"), "saddle ½ tr Λ", "grey", ls=":")
+    hline(a, theory_constant(main, "optimal_loss"), "R*/2 (fixed point)", PALETTE[2], ls=":")
     # detected on L − L* (just below the lowest value), so the slow approach to the fixed point and a
     # late mode's small drop are not read as one long plateau; the stages are the bands of the ½-crossings
     live = (t > 0) & np.isfinite(y)
@@ -103,14 +102,17 @@ def dynamics_figure(run, roles):
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("loss (½·MSE)")
-    a.set_title(f"loss vs the ODE (λ = {', '.join(f'{v:g}' for v in system.lam)}, σ₀ = {c.model.init_scale:g})")
+    lam = ", ".join(f"{v:g}" for v in ed.modes_eigenvalues(c))
+    a.set_title(f"loss vs the ODE (λ = {lam}, σ₀ = {c.model.init_scale:g})")
     a.legend(fontsize=7, loc="lower left")
 
-    a = ax[0, 1]
-    for i in range(c.task.d):
+
+def _modes_panel(a, main, sgd, crossings):
+    lam = ed.modes_eigenvalues(main.config)
+    for i in range(main.config.task.d):
         col = MODE_COLORS[i % len(MODE_COLORS)]
         t, y = _curve(main, f"probe/mode_progress/{i}")
-        a.plot(t, y, color=col, lw=2.2, alpha=0.5, label=f"mode {i} (λ = {system.lam[i]:g})")
+        a.plot(t, y, color=col, lw=2.2, alpha=0.5, label=f"mode {i} (λ = {lam[i]:g})")
         tt, yt = _theory(main, f"mode_progress/{i}")
         if len(tt):
             a.plot(tt, yt, color=col, ls="--", lw=1.1)
@@ -120,7 +122,7 @@ def dynamics_figure(run, roles):
     a.plot([], [], color="k", ls="--", lw=1.1, label="reduced ODE")
     if sgd is not None:
         a.plot([], [], color="k", ls="-.", lw=0.8, label="minibatch SGD")
-    a.axhline(0.5, color="grey", lw=0.8)
+    a.axhline(ed.HALF, color="grey", lw=0.8)
     a.set_xscale("log")
     a.grid(True, alpha=0.3)
     a.set_ylim(-0.05, 1.12)
@@ -130,14 +132,14 @@ def dynamics_figure(run, roles):
     a.set_title("modes switch on in order of λ (dotted: ODE ½-crossings)", pad=14)
     a.legend(fontsize=7, loc="upper left")
 
-    a = ax[0, 2]
+
+def _drift_panel(a, main, sgd, crossings):
     for r, label, col in ((main, "GD, population gradients", "k"), (sgd, "minibatch SGD", PALETTE[3])):
         if r is None:
             continue
-        t, y = _curve(r, "probe/conserved")
-        t0, y0 = _curve(r, "probe/pq_norm")
+        t, y = ed.relative_drift_curve(r, r.seeds[0])
         if len(t):
-            a.plot(t, np.abs(y - y[0]) / np.maximum.accumulate(y0), color=col, lw=1.5, label=label)
+            a.plot(t, y, color=col, lw=1.5, label=label)
     a.set_xscale("log")
     a.set_yscale("log")
     a.grid(True, alpha=0.3)
@@ -146,20 +148,17 @@ def dynamics_figure(run, roles):
     a.set_ylabel("|C(t) − C(0)| / max(‖p‖² + ‖Q‖²)")
     a.set_title("conserved C = ‖p‖² − ‖Q‖_F²: relative drift")
     a.legend(fontsize=7, loc="upper left")
-    return finish(fig, run.path / "figures" / "dynamics.png")
 
 
 # -- 2. plateau length vs σ₀ -------------------------------------------------------------------------
 def plateau_figure(run, runs):
-    from icldyn.experiments.exact_dynamics import escape_time, fit_line
-
-    runs = sorted(runs, key=lambda r: -r.config.model.init_scale)
+    runs, x = ed.by_init_scale(runs)
     c = runs[0].config
     lam = np.asarray(c.task.eigenvalue_list(), float)
-    rho = float(np.sqrt((lam**4).sum()))
+    rho = theory_constant(runs[0], "escape_rate")
     fig, ax = new_figure(1, 2, size=(5.6, 4.2))
     a = ax[0, 0]
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     for k, r in enumerate(runs):
         col = cmap(k / max(len(runs) - 1, 1))
         t, y = _curve(r, "loss/train")
@@ -167,7 +166,7 @@ def plateau_figure(run, runs):
         tt, yt = _theory(r, "loss")
         if len(tt):
             a.plot(tt, yt, color="k", ls="--", lw=0.7)
-        te = escape_time(r, r.seeds[0])
+        te = ed.escape_time(r, r.seeds[0])
         if np.isfinite(te):
             a.plot([te], [np.interp(np.log(te), np.log(t), y)], "o", color=col, ms=5, mec="k")
     a.plot([], [], color="k", ls="--", lw=0.7, label="reduced ODE")
@@ -179,9 +178,7 @@ def plateau_figure(run, runs):
     a.legend(fontsize=7)
 
     a = ax[0, 1]
-    sigma = np.array([r.config.model.init_scale for r in runs])
-    x = np.log10(1 / sigma)
-    t = np.array([escape_time(r, r.seeds[0]) for r in runs])
+    t = np.array([ed.escape_time(r, r.seeds[0]) for r in runs])
     ok = np.isfinite(t)
     a.plot(x[ok], t[ok], "o", color="k", ms=7, label="measured escape time", zorder=3)
     if ok.sum() >= 3:
@@ -204,17 +201,15 @@ def plateau_figure(run, runs):
 
 # -- 3. conservation ---------------------------------------------------------------------------------
 def conservation_figure(run, runs, roles):
-    from icldyn.experiments.exact_dynamics import conserved_drift, fit_line
-
     fig, ax = new_figure(1, 2, size=(5.6, 4.2))
     a = ax[0, 0]
     groups = {"population": ("GD, population gradients", "k", "o"), "sampled": ("minibatch SGD", PALETTE[3], "s")}
     for mode, (label, col, marker) in groups.items():
-        rs = sorted([r for r in runs if r.config.train.gradient == mode], key=lambda r: r.config.train.lr)
+        rs = ed.by_gradient(runs, mode)
         if len(rs) < 2:
             continue
         lrs = np.array([r.config.train.lr for r in rs])
-        drift = np.array([conserved_drift(r).mean() for r in rs])
+        drift = np.array([ed.conserved_drift(r).mean() for r in rs])
         if mode == "sampled":
             label += f" (batch {rs[0].config.train.batch_size})"
         a.plot(lrs, drift, marker, color=col, ms=7, label=label)
@@ -234,7 +229,7 @@ def conservation_figure(run, runs, roles):
     a.legend(fontsize=7, loc="upper left")
 
     a = ax[0, 1]
-    cmap = __import__("matplotlib").colormaps["plasma"]
+    cmap = matplotlib.colormaps["plasma"]
     lrs = sorted({r.config.train.lr for r in runs})
     for r in sorted(runs, key=lambda r: r.config.train.lr):
         col = cmap(0.85 * lrs.index(r.config.train.lr) / max(len(lrs) - 1, 1))
@@ -256,8 +251,6 @@ def conservation_figure(run, runs, roles):
 
 
 def _lr_ticks(ax, lrs):
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
     ax.xaxis.set_major_locator(FixedLocator(lrs))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -265,36 +258,35 @@ def _lr_ticks(ax, lrs):
 
 
 # -- 4. spectral diagnostics -------------------------------------------------------------------------
-def spectral_figure(run, roles):
-    from icldyn.experiments.exact_dynamics import first_drop, system_for
-    from icldyn.probes.lsa_modes import X_BLOCK
-    from icldyn.probes.spectral import effective_rank
-    from icldyn.tasks.linear_regression import LinearRegressionTask
-    from icldyn.theory.linear_regression import optimal_matrix
+NAMES = {"zfb": "ZFB init", "zfb_random": "ZFB blocks, random Θ", "gaussian": "all-blocks Gaussian"}
+STYLES = {"zfb": dict(ls="-", lw=2.6, alpha=0.35), "zfb_random": dict(ls="--", lw=1.4, alpha=1.0),
+          "gaussian": dict(ls="-", lw=1.0, alpha=0.7)}
 
+
+def spectral_figure(run, roles):
     fig, ax = new_figure(1, 3, size=(5.4, 4.2))
     entries = [(lbl, r, col) for (lbl, r), col in
                zip(roles.get("staged", []) + roles.get("noncommuting", []) + roles.get("generic", []),
                    ("k", PALETTE[0], PALETTE[3], PALETTE[4]))]
     ref = (roles.get("staged") or roles.get("noncommuting") or roles.get("generic"))[0][1]
-    c = ref.config
-    crossings = system_for(c).crossing_times(c.model.init_scale)
-    target = float(effective_rank(optimal_matrix(LinearRegressionTask(c.task).covariance, c.task.n_points)))
-    names = {"zfb": "ZFB init", "zfb_random": "ZFB blocks, random Θ", "gaussian": "all-blocks Gaussian"}
+    crossings = ed.ode_crossings(ref)
+    _erank_panel(ax[0, 0], entries, ref, crossings)
+    _overlap_panel(ax[0, 1], entries, roles.get("staged", []), crossings)
+    _route_panel(ax[0, 2], roles.get("generic", []))
+    return finish(fig, run.path / "figures" / "spectral.png")
 
-    styles = {"zfb": dict(ls="-", lw=2.6, alpha=0.35), "zfb_random": dict(ls="--", lw=1.4, alpha=1.0),
-              "gaussian": dict(ls="-", lw=1.0, alpha=0.7)}
-    a = ax[0, 0]
+
+def _erank_panel(a, entries, ref, crossings):
     for label, r, col in entries:
-        st = styles[r.config.model.init]
+        st = STYLES[r.config.model.init]
         for k, s in enumerate(r.seeds):
             t, y = _curve(r, f"probe/erank/{X_BLOCK}", s)
             a.plot(t, y, color=col, ls=st["ls"], lw=st["lw"] if k == 0 else 0.7, alpha=st["alpha"],
-                   label=(f"{names[r.config.model.init]} ({len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''})"
+                   label=(f"{NAMES[r.config.model.init]} ({len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''})"
                           if k == 0 else None))
+    target = theory_constant(ref, "erank_gamma_inv")
     hline(a, target, f"erank(Γ⁻¹) = {target:.3f} (the limit)", PALETTE[2], ls=":")
-    lam2 = system_for(c).lam ** 2
-    collapse = float(effective_rank(torch.diag(torch.as_tensor(lam2))))
+    collapse = theory_constant(ref, "erank_lambda_squared")
     hline(a, collapse, f"erank(Λ²) = {collapse:.3f} (escape direction)", PALETTE[7], ls=":")
     a.set_xscale("log")
     a.grid(True, alpha=0.3)
@@ -304,8 +296,8 @@ def spectral_figure(run, roles):
     a.set_title("rank of U: erank(Λ²) at the plateau's end, rising as modes switch on", fontsize=9, pad=14)
     a.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
 
-    a = ax[0, 1]
-    staged = roles.get("staged", [])
+
+def _overlap_panel(a, entries, staged, crossings):
     if staged:  # the top singular direction of U moves r₁ → r₂ → r₃ as the modes switch on
         r = staged[0][1]
         for i in range(r.config.task.d):
@@ -319,12 +311,12 @@ def spectral_figure(run, roles):
     for label, r, col in entries:
         if r.config.model.init == "zfb":
             continue
-        st = styles[r.config.model.init]
+        st = STYLES[r.config.model.init]
         for k, s in enumerate(r.seeds):
             t, y = _curve(r, f"probe/eigen_overlap/{X_BLOCK}/0", s)
             a.plot(t, y, color=col, ls=st["ls"], lw=1.4 if k == 0 else 0.7, alpha=st["alpha"],
-                   label=f"(u₁·r₁)², {names[r.config.model.init]}" if k == 0 else None)
-        drop = first_drop(r, r.seeds[0])
+                   label=f"(u₁·r₁)², {NAMES[r.config.model.init]}" if k == 0 else None)
+        drop = ed.first_drop(r, r.seeds[0])
         if drop is not None:
             a.axvspan(drop.start, drop.midpoint, color=col, alpha=0.1, lw=0)
     a.set_xscale("log")
@@ -337,21 +329,20 @@ def spectral_figure(run, roles):
                 "(coloured band: first drop, start → midpoint)", fontsize=9)
     a.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
 
-    a = ax[0, 2]
-    generic = roles.get("generic", [])
-    if generic:
-        r = generic[0][1]
-        for k, s in enumerate(r.seeds):
-            col = MODE_COLORS[k % len(MODE_COLORS)]
-            t, y = _curve(r, "probe/route/vu", s)
-            a.plot(t, y, color=col, lw=1.5, label="‖p_y Q_x‖ (v U route)" if k == 0 else None)
-            t, y = _curve(r, "probe/route/rank_one", s)
-            a.plot(t, y, color=col, lw=1.0, ls="--", label="‖p_x‖‖q_y‖ (rank-one route)" if k == 0 else None)
-        log_axes(a)
-        a.set_xlabel("time = Σ lr")
-        a.set_ylabel("norm of each route's part of B")
-        a.set_title(f"all-blocks init: which route carries B ({len(r.seeds)} seeds)", fontsize=9)
-        a.legend(fontsize=7, loc="lower right")
-    else:
+
+def _route_panel(a, generic):
+    if not generic:
         a.axis("off")
-    return finish(fig, run.path / "figures" / "spectral.png")
+        return
+    r = generic[0][1]
+    for k, s in enumerate(r.seeds):
+        col = MODE_COLORS[k % len(MODE_COLORS)]
+        t, y = _curve(r, "probe/route/vu", s)
+        a.plot(t, y, color=col, lw=1.5, label="‖p_y Q_x‖ (v U route)" if k == 0 else None)
+        t, y = _curve(r, "probe/route/rank_one", s)
+        a.plot(t, y, color=col, lw=1.0, ls="--", label="‖p_x‖‖q_y‖ (rank-one route)" if k == 0 else None)
+    log_axes(a)
+    a.set_xlabel("time = Σ lr")
+    a.set_ylabel("norm of each route's part of B")
+    a.set_title(f"all-blocks init: which route carries B ({len(r.seeds)} seeds)", fontsize=9)
+    a.legend(fontsize=7, loc="lower right")
