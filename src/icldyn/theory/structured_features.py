@@ -183,11 +183,15 @@ def _trajectory(steps, times, states, p, n, expectation) -> Trajectory:
                       torch.stack([st.same_feature_attention for st in stats]), fl, fl @ _as(p))
 
 
-def gradient_descent(p, n_points: int, lr: float, steps: int, record_steps: Sequence[int] | None = None,
+def gradient_descent(p, n_points: int, lr, steps: int, record_steps: Sequence[int] | None = None,
                      s0=None, expectation: Expectation = "multinomial") -> Trajectory:
-    """Population GD on the scores at the training lr (the same clock as training: time = lr·step),
-    from s0 (default 0, i.e. Q(0) = 0). Records at `record_steps` (default every step)."""
+    """Population GD on the scores from s0 (default 0, i.e. Q(0) = 0), at the training lr: one
+    float, or the lr of every update (steps,) (a schedule, as the trainer applies it); time = Σ lr
+    before each recorded step. Records at `record_steps` (default every step)."""
     p = _as(p)
+    lrs = np.full(steps, float(lr)) if np.ndim(lr) == 0 else np.asarray(lr, dtype=np.float64)
+    if lrs.shape != (steps,):
+        raise ValueError(f"lr must be one float or {steps} per-update learning rates, got shape {lrs.shape}")
     s = torch.zeros(p.shape[0], p.shape[0], dtype=torch.float64) if s0 is None else _as(s0).clone()
     record = sorted(set(range(steps + 1) if record_steps is None else (int(r) for r in record_steps)))
     if record and (record[0] < 0 or record[-1] > steps):
@@ -197,9 +201,11 @@ def gradient_descent(p, n_points: int, lr: float, steps: int, record_steps: Sequ
         if step in wanted:
             states.append(s.clone())
         if step < steps:
-            s = s - lr * score_gradient(s, p, n_points, expectation)
+            s = s - float(lrs[step]) * score_gradient(s, p, n_points, expectation)
     rec = torch.tensor(record)
-    return _trajectory(rec, lr * rec.to(torch.float64), states, p, n_points, expectation)
+    times = (lr * rec.to(torch.float64) if np.ndim(lr) == 0
+             else torch.from_numpy(np.concatenate([[0.0], np.cumsum(lrs)])[record]))
+    return _trajectory(rec, times, states, p, n_points, expectation)
 
 
 def gradient_flow(p, n_points: int, times: Sequence[float], s0=None, expectation: Expectation = "multinomial",
@@ -223,3 +229,26 @@ def gradient_flow(p, n_points: int, times: Sequence[float], s0=None, expectation
         raise RuntimeError(f"the reduced gradient flow failed: {sol.message}")
     states = [torch.from_numpy(sol.y[:, i].reshape(K, K).copy()) for i in range(times.size)]
     return _trajectory(None, times, states, p, n_points, expectation)
+
+
+# -- closed form of the balanced large-N flow --------------------------------------------------------
+def balanced_crossing_time(K: float, what: str, level: float | None = None) -> float:
+    """Closed form of the balanced large-N gradient flow from s = 0 (our derivation).
+
+    With p_k = 1/K, rows keep the form s_k = A e_k + B (1 − e_k); the odds x = (K − 1) e^{−(A−B)}
+    of the other features obey dx/dt = −K/(K−1)² · x³/(1 + x)³, a_k = 1/(1 + x) and
+    ℓ_k = ½ (1 − a_k)² K/(K − 1). Hence t(x) = (K−1)²/K · [F(K−1) − F(x)] with
+    F(x) = x + 3 ln x − 3/x − 1/(2x²). what = "attention": time to a_k = `level` (default ½);
+    "error": time to ℓ_k = `level`."""
+    def F(x):
+        return x + 3 * math.log(x) - 3 / x - 1 / (2 * x * x)
+
+    if what == "attention":
+        a = 0.5 if level is None else level
+        x = (1 - a) / a
+    elif what == "error":
+        b = math.sqrt(2 * level * (K - 1) / K)
+        x = b / (1 - b)
+    else:
+        raise ValueError(f"what must be 'attention' or 'error', got {what!r}")
+    return (K - 1) ** 2 / K * (F(K - 1) - F(x))
