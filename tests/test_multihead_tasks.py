@@ -13,7 +13,8 @@ import torch
 
 from icldyn import api
 from icldyn.experiments import EXPERIMENTS
-from icldyn.experiments.multihead_tasks import emergence_window, loss_phases, theory_table
+from icldyn.analysis.multihead import emergence_window, loss_phases
+from icldyn.experiments.multihead_tasks import theory_table
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.probes.multihead import (attention_stats, estimator_probe, projected_loss_probe, semi_singular_probe,
                                      task_loss_probe)
@@ -384,7 +385,7 @@ def test_claims_of_a_single_run_mark_what_it_lacks(tmp_path):
 
 def test_noise_claim_needs_a_sigma_with_a_predicted_effect(tmp_path):
     """σ = 0.5 moves the optimal step by ~1% (L = 80, d₀ = 4): the claim is then not tested (None)."""
-    from icldyn.experiments.multihead_tasks import noise_step_factor
+    from icldyn.theory.multihead import noise_step_factor
 
     assert noise_step_factor(4, 80, 0.5) > 0.98 and noise_step_factor(4, 80, 2.0) < 0.9
     top = tmp_path / "sweep"
