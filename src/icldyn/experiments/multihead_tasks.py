@@ -33,7 +33,7 @@ What the quick preset shows (the claims, and how they read it: multihead_tasks_c
   has: c = (best one-head-per-task loss)/(global optimum), both computed numerically (theory/multihead.py).
 
 Theory (`theory/multihead.py`, written to theory.parquet after training as constants, one row each,
-at the final time): the best H-head decomposable model
+stamped with the run's final time Σ lr of `train.schedule.clock`): the best H-head decomposable model
 found numerically (free support; and one head per task), the best single-head model, and the
 closed-form losses of one-step GD and centred GD. Claims and figures read only the stored run
 (`analysis/multihead.py`, `multihead_tasks_claims.py`, `report/multihead.py`).
@@ -56,6 +56,7 @@ from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAtten
 from icldyn.probes import build_probes
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig
 from icldyn.theory import multihead as mh
+from icldyn.train.schedule import clock
 
 
 class MultiheadTasksConfig(ExperimentConfig):
@@ -160,10 +161,11 @@ class MultiheadTasks(Experiment):
 
 # -- theory written after training ------------------------------------------------------------------
 def theory_table(config) -> pd.DataFrame:
-    """theory.parquet rows, constants (one row each) stamped with the run's final time: closed-form GD / centred-GD losses; the numerical optimum of the
+    """theory.parquet rows, constants (one row each) stamped with the run's final time (Σ lr over its
+    schedule, `train.schedule.clock`): closed-form GD / centred-GD losses; the numerical optimum of the
     H-head decomposable family (free support; one head per task when H ≥ I ≥ 2) and of one head."""
     t = config.task
-    I, H, time = t.n_tasks, config.model.n_heads, float(config.train.lr * config.train.steps)
+    I, H, time = t.n_tasks, config.model.n_heads, float(clock(config.train)[-1])
     rows = [("theory/gd_loss", mh.gd_loss(I, t.d0, t.test_points, t.noise_std)),
             ("theory/centred_gd_loss", mh.centred_gd_loss(I, t.d0, t.test_points, t.noise_std)),
             ("theory/zero_loss", 0.5 * I)]
