@@ -15,6 +15,8 @@ from icldyn.tasks import TASKS
 from icldyn.tasks.base import Batch
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
+from icldyn.estimators import make_estimator
+from icldyn.estimators.multihead import centred_gd_predict
 from icldyn.theory import multihead as mh
 
 F64 = torch.float64
@@ -279,36 +281,47 @@ def test_a_pair_of_opposite_heads_is_centred_gd_to_second_order():
         set_reduced(model, torch.tensor([[[w], [-w]]], dtype=F64), torch.tensor([[[m], [-m]]], dtype=F64))
         with torch.no_grad():
             pred = model(b)
-        ref = mh.centred_gd_predict(b.x, b.y, 3, eta=1.0, phi=task.phi, psi=task.psi)
+        ref = centred_gd_predict(b.x, b.y, 3, eta=1.0, phi=task.phi, psi=task.psi)
         errs.append(float((pred - ref).norm() / ref.norm()))
     assert errs[0] < 5e-3
     assert 3.0 < errs[0] / errs[1] < 5.0                             # error ∝ η w²
 
 
-# -- theory: per-task estimators ------------------------------------------------------------------------
-def test_gd_closed_forms_match_monte_carlo_and_ridge_is_bayes_better():
+# -- per-task estimators (estimators/multihead.py) and their closed forms (theory/multihead.py) -------------
+def test_registered_estimators_match_the_closed_forms_and_ridge_is_bayes_better():
+    """The registered estimators at their default (optimal) steps, by Monte-Carlo, against theory's
+    closed-form population losses; the step is the best one; ridge (Bayes) beats both."""
     d0, I, L, sigma = 4, 2, 12, 0.5
     task = MultitaskRegressionTask(MultitaskRegressionConfig(d0=d0, n_tasks=I, n_points=L, noise_std=sigma,
                                                              orthogonal=True), F64)
+    assert set(task.estimators) == {"multitask_gd", "multitask_centred_gd", "multitask_ridge"}
     b = task.sample([0], 0, 40_000)
-    args = (b.x, b.y, d0)
-    basis = dict(phi=task.phi, psi=task.psi)
-    eta = mh.gd_step(d0, L, sigma)
-    gd = mh.query_losses(mh.gd_predict(*args, eta=eta, **basis), b.y)
-    cgd = mh.query_losses(mh.centred_gd_predict(*args, eta=mh.centred_gd_step(d0, L, sigma), **basis), b.y)
-    ridge = mh.query_losses(mh.ridge_predict(*args, noise_std=sigma, **basis), b.y)
-    for losses, closed in ((gd, mh.gd_loss(I, d0, L, sigma)), (cgd, mh.centred_gd_loss(I, d0, L, sigma))):
-        mean, se = mh.mean_stderr(losses)
+
+    def losses(name, **params):
+        pred = make_estimator(name, task, **params)(b)
+        assert pred.shape == b.y[..., -1, :].shape                      # the query's prediction per task
+        return mh.query_losses(pred, b.y)
+
+    gd, cgd, ridge = losses("multitask_gd"), losses("multitask_centred_gd"), losses("multitask_ridge")
+    for got, closed in ((gd, mh.gd_loss(I, d0, L, sigma)), (cgd, mh.centred_gd_loss(I, d0, L, sigma))):
+        mean, se = mh.mean_stderr(got)
         assert abs(mean - closed) < 3 * se
-    # the closed-form η is the best step: the paired differences to η(1 ± 0.2) are significantly positive
+    # the default η is the best step: the paired differences to η(1 ± 0.2) are significantly positive
+    eta = make_estimator("multitask_gd", task).eta
     for f in (0.8, 1.2):
-        diff = mh.query_losses(mh.gd_predict(*args, eta=f * eta, **basis), b.y) - gd
-        mean, se = mh.mean_stderr(diff)
+        mean, se = mh.mean_stderr(losses("multitask_gd", eta=f * eta) - gd)
         assert mean > 3 * se
     diff, se = mh.mean_stderr(gd - ridge)
     assert diff > 3 * se
     # noiseless with L ≥ d₀ the posterior mean is β itself (GD is not)
     clean = MultitaskRegressionTask(task.config.model_copy(update={"noise_std": 0.0}), F64)
     b = clean.sample([0], 0, 200)
-    assert mh.query_losses(mh.ridge_predict(b.x, b.y, d0, 0.0, **basis), b.y).max() < 1e-20
-    assert mh.query_losses(mh.gd_predict(b.x, b.y, d0, eta=mh.gd_step(d0, L), **basis), b.y).mean() > 0.1
+    assert mh.query_losses(make_estimator("multitask_ridge", clean)(b), b.y).max() < 1e-20
+    assert mh.query_losses(make_estimator("multitask_gd", clean)(b), b.y).mean() > 0.1
+
+
+def test_multitask_estimators_refuse_a_single_output_batch():
+    task = MultitaskRegressionTask(MultitaskRegressionConfig(d0=2, n_tasks=2, n_points=5), F64)
+    b = task.sample([0], 0, 4)
+    with pytest.raises(UsageError, match="multitask_gd"):
+        make_estimator("multitask_gd", task)(Batch(b.x, b.y[..., 0]))

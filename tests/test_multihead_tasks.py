@@ -13,7 +13,8 @@ import torch
 
 from icldyn import api
 from icldyn.experiments import EXPERIMENTS
-from icldyn.experiments.multihead_tasks import emergence_window, loss_phases, theory_table
+from icldyn.analysis.multihead import emergence_window, loss_phases
+from icldyn.experiments.multihead_tasks import theory_table
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.probes.multihead import (attention_stats, estimator_probe, projected_loss_probe, semi_singular_probe,
                                      task_loss_probe)
@@ -169,6 +170,22 @@ def test_theory_table_holds_the_optimum_and_closed_forms():
     assert th["optimum/global/loss"] < th["optimum/single_head/loss"] < th["theory/zero_loss"]
     big = theory_table(cfg.model_copy(update={"optimum_max_params": 0})).set_index("name")["value"]
     assert "optimum/global/loss" not in big.index and "optimum/single_head/loss" in big.index
+
+
+def test_theory_table_is_stamped_on_the_gradient_flow_clock_not_lr_times_steps():
+    """theory.parquet shares metrics.parquet's clock: with a cosine schedule and warm-up the final Σ lr
+    is about half of lr·steps (the old, wrong stamp)."""
+    cfg = EXP.config("quick", {"task.d0": 2, "task.n_points": 8, "optimum_prompts": 100, "optimum_iters": 1,
+                               "optimum_eval_prompts": 100, "optimum_max_params": 0})
+    tc = cfg.train
+    assert tc.schedule == "cosine" and tc.warmup_steps > 0
+    times = theory_table(cfg)["time"].unique()
+    assert len(times) == 1
+    # Σ_k lr_k of a cosine decay with a linear warm-up, written out
+    k = np.arange(tc.steps)
+    expected = float((tc.lr * np.minimum(1, (k + 1) / tc.warmup_steps) * 0.5 * (1 + np.cos(np.pi * k / tc.steps))).sum())
+    assert times[0] == pytest.approx(expected, rel=1e-9)
+    assert times[0] < 0.6 * tc.lr * tc.steps
 
 
 def test_loss_phases_find_warmup_drop_and_convergence():
@@ -384,7 +401,7 @@ def test_claims_of_a_single_run_mark_what_it_lacks(tmp_path):
 
 def test_noise_claim_needs_a_sigma_with_a_predicted_effect(tmp_path):
     """σ = 0.5 moves the optimal step by ~1% (L = 80, d₀ = 4): the claim is then not tested (None)."""
-    from icldyn.experiments.multihead_tasks import noise_step_factor
+    from icldyn.theory.multihead import noise_step_factor
 
     assert noise_step_factor(4, 80, 0.5) > 0.98 and noise_step_factor(4, 80, 2.0) < 0.9
     top = tmp_path / "sweep"
@@ -409,6 +426,8 @@ def test_tiny_run_end_to_end_and_an_untrained_model_fails_the_claims(tmp_path):
     main = run.variants["I2-H2"]
     assert len(main.metric("probe/omega/1/0")) == len(main.metric("loss/test")) > 3
     assert len(main.final("baseline/ridge")) == 1 and len(main.theory)
+    # the theory's constants sit at the run's final time on the metrics' clock (Σ lr, not lr·steps)
+    assert main.theory["time"].unique().tolist() == pytest.approx([main.metrics["time"].max()], rel=1e-6)
     assert run.variants["I3-H1"].config.train.steps == 8
     v = {c["id"]: c["passed"] for c in run.claims}
     assert set(v) == CLAIMS

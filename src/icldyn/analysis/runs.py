@@ -33,6 +33,17 @@ def swept_values(run, key: str) -> list[tuple[Any, Any]]:
     return sorted(((config_value(sub, key), sub) for sub in run.variants.values()), key=lambda p: p[0])
 
 
+def find_view(views, where: dict[str, Any]):
+    """The first sub-run whose config has every dotted key of `where` at the given value, else None.
+
+    views: a {name: run} dict or (name, run) pairs (as `views` returns)."""
+    items = views.values() if isinstance(views, dict) else (r for _, r in views)
+    for r in items:
+        if all(config_value(r, key) == value for key, value in where.items()):
+            return r
+    return None
+
+
 # -- metrics -----------------------------------------------------------------------------------------
 
 def metric_curve(run, name: str, seed: int, *, axis: str = "time", positive_time: bool = False,
@@ -81,6 +92,13 @@ def final_values(run, name: str) -> np.ndarray:
     return np.array([float(f.get(s, np.nan)) for s in run.seeds])
 
 
+def record_at(run, seed: int, step: int | None = None) -> pd.Series:
+    """Every metric of one seed at one recorded step (default: its last), as a Series by name."""
+    m = run.metrics[run.metrics["seed"] == seed]
+    step = m["step"].max() if step is None else step
+    return m[m["step"] == step].set_index("name")["value"]
+
+
 # -- theory ------------------------------------------------------------------------------------------
 
 def theory_curve(run, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +131,5 @@ def curve_rows(run, *, predictor: str | None = None, x_name: str | None = None, 
         if want is not None and len(c):
             c = c[c[col] == want]
     return c.sort_values("x", kind="stable") if len(c) else c
+
+

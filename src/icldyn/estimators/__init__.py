@@ -9,6 +9,11 @@
     gd_5               five GD steps with η(t) = 1/(λ_max(Σ)(1 + √(d/t))²) (GD lr="stable")
     preconditioned_gd  h_tᵀ Γ_t⁻¹ x_t, the trained one-layer LSA's limit (ZFB)
     knn_3              mean label of the 3 nearest previous inputs
+
+Multi-task regression (y (..., T, I), the query only; estimators/multihead.py):
+    multitask_gd           one GD step from 0 per task block, at its optimal η
+    multitask_centred_gd   one GD step on centred data per task ("debiased GD"), at its optimal η
+    multitask_ridge        the Bayes posterior mean per task (min-norm OLS when noiseless)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from icldyn.errors import UsageError
 from icldyn.estimators.base import Estimator
 from icldyn.estimators.knn import KNN
 from icldyn.estimators.linear import GD, OLS, Averaging, PreconditionedGD, Ridge, Zero, one_step_optimal_lr
+from icldyn.estimators.multihead import MultitaskCentredGD, MultitaskGD, MultitaskRidge
 from icldyn.registry import Registry
 
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
@@ -46,6 +52,9 @@ ESTIMATORS.register("gd_opt", _named("gd_opt", GD, steps=1, lr="optimal"))
 ESTIMATORS.register("gd_5", _named("gd_5", GD, steps=5, lr="stable"))
 ESTIMATORS.register("preconditioned_gd", _named("preconditioned_gd", PreconditionedGD))
 ESTIMATORS.register("knn_3", _named("knn_3", KNN, k=3))
+ESTIMATORS.register("multitask_gd", _named("multitask_gd", MultitaskGD))
+ESTIMATORS.register("multitask_centred_gd", _named("multitask_centred_gd", MultitaskCentredGD))
+ESTIMATORS.register("multitask_ridge", _named("multitask_ridge", MultitaskRidge))
 
 
 def estimator_names() -> list[str]:

@@ -16,7 +16,7 @@ Metrics (indices from 0; h a head, i a task):
 - probe/attention_spread/<h>: mean over prompts of 1/(L·Σ_l a_l²), the fraction of the L keys
   effectively attended (1 uniform, 1/L hard).
 - baseline/<estimator> (last record only): the loss of the per-task estimators of
-  `theory/multihead.py` on the same held-out prompts: zero, gd (one step at the optimal η),
+  `estimators/multihead.py` on the same held-out prompts: zero, gd (one step at the optimal η),
   centred_gd (one step on centred data, "debiased GD", optimal η), ridge (the Bayes posterior mean).
 - probe/pred_rel_diff/<estimator> (last record only): ‖ŷ − η̂·ĝ‖/‖η̂·ĝ‖ over the held-out prompts,
   ĝ the estimator's prediction at unit step and η̂ the least-squares step fitted to the model: how
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from icldyn.estimators import make_estimator
+from icldyn.tasks.base import Batch
 from icldyn.theory import multihead as mh
 
 ATTENTION_PROMPTS = {False: 2048, True: 16384}   # during training / at the last record
@@ -117,27 +119,23 @@ def attention_probe(config, task):
     return probe
 
 
-def estimator_predictions(task, batch) -> dict[str, torch.Tensor]:
-    """Per-task estimators' predictions (1, B, I) on `batch` at their optimal population steps."""
-    c = task.config
-    # the identity bases (the default) need no rotation: 4-9x faster on 10⁵ float64 prompts
-    args = dict(d0=c.d0, phi=task.phi if c.orthogonal else None, psi=task.psi if c.orthogonal else None)
-    x, y = batch.x.double(), batch.y.double()
-    return {
-        "zero": torch.zeros_like(y[:, :, -1]),
-        "gd": mh.gd_predict(x, y, eta=mh.gd_step(c.d0, c.test_points, c.noise_std), **args),
-        "centred_gd": mh.centred_gd_predict(x, y, eta=mh.centred_gd_step(c.d0, c.test_points, c.noise_std), **args),
-        "ridge": mh.ridge_predict(x, y, noise_std=c.noise_std, **args),
-    }
+# the registered per-task estimators (estimators/multihead.py) the baselines report, by metric name
+ESTIMATORS = {"gd": "multitask_gd", "centred_gd": "multitask_centred_gd", "ridge": "multitask_ridge"}
+
+
+def estimator_predictions(task, batch, estimators=None) -> dict[str, torch.Tensor]:
+    """Per-task estimators' predictions (1, B, I) on `batch` (in float64) at their optimal population steps."""
+    estimators = estimators or {name: make_estimator(est, task) for name, est in ESTIMATORS.items()}
+    b = Batch(batch.x.double(), batch.y.double())
+    return {"zero": torch.zeros_like(b.y[:, :, -1]), **{name: est(b) for name, est in estimators.items()}}
 
 
 def estimator_probe(config, task, chunk: int = 20_000):
     """baseline/<estimator> and probe/pred_rel_diff/<estimator> on the held-out prompts, last record only.
 
     Summed over chunks of `chunk` prompts (float64 copies of 10⁵ prompts would take ~1 GB)."""
-    c = task.config
-    steps = {"gd": mh.gd_step(c.d0, c.test_points, c.noise_std),
-             "centred_gd": mh.centred_gd_step(c.d0, c.test_points, c.noise_std)}
+    estimators = {name: make_estimator(est, task) for name, est in ESTIMATORS.items()}
+    steps = {name: est.eta for name, est in estimators.items() if hasattr(est, "eta")}
 
     @torch.no_grad()
     def probe(ctx):
@@ -148,7 +146,7 @@ def estimator_probe(config, task, chunk: int = 20_000):
         loss, cross, unit2, model2 = {}, {}, {}, {}
         for start in range(0, n, chunk):
             part = b.select(slice(start, start + chunk))
-            preds = estimator_predictions(task, part)
+            preds = estimator_predictions(task, part, estimators)
             model_pred = ctx.model(part).double()                      # (E, B, I)
             for name, p in preds.items():
                 loss[name] = loss.get(name, 0.0) + mh.query_losses(p, part.y.double()).sum()

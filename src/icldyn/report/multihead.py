@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from icldyn.analysis.multihead import (SPECIALISED, base_view, loss_curve, loss_phases, noisy_view,
+                                       seed_emergence_window, specialised_window, variant)
+from icldyn.analysis.runs import record_at, seed_matrix, theory_constant
 from icldyn.report.plots import PALETTE, finish, hline, log_axes, new_figure
 
 TASK_STYLES = ["-", "--", ":", "-."]
 
 
 def _seed_mean(run, name):
-    """(time, seed-mean, min, max) of one metric, t > 0."""
-    m = run.metric(name)
-    m = m[m["time"] > 0]
-    if m.empty:
+    """(time, seed-mean, min, max) of one metric, t > 0; None when absent."""
+    t, v = seed_matrix(run, name)
+    keep = t > 0
+    if not keep.any():
         return None
-    g = m.groupby("time")["value"]
-    return g.mean().index.values, g.mean().values, g.min().values, g.max().values
+    t, v = t[keep], v[:, keep]
+    return t, np.nanmean(v, axis=0), np.nanmin(v, axis=0), np.nanmax(v, axis=0)
 
 
 def _band(ax, run, name, color, label=None, ls="-", lw=1.8, scale=1.0):
@@ -55,39 +58,19 @@ def _shade_phases(ax, phases, specialised=None, emergence=None, convergence=None
                    label="convergence (heads pair up; loss creeps)" if label else None)
 
 
-def _specialised_window(run, seed):
-    from icldyn.experiments.multihead_tasks import SPECIALISED, min_specialisation
-
-    t, r = min_specialisation(run, seed)
-    on = np.flatnonzero(r >= SPECIALISED)
-    return (t[on[0]], t[on[-1]]) if on.size else None
-
-
-def _emergence_window(run, seed):
-    from icldyn.experiments.multihead_tasks import emergence_window, min_specialisation
-
-    t, r = min_specialisation(run, seed)
-    return emergence_window(t, r, run.config.task.n_tasks)
-
-
 def overview_figure(run, views):
     """Main run: loss with phases, r_h, ω and μ per head and task, allocation matrix, attention scale."""
-    from icldyn.experiments.multihead_tasks import curve, find_view, loss_phases, theory_value
-
-    views = dict(views)
-    base = run.config
-    main = find_view(views, base.task.n_tasks, base.model.n_heads, base.task.noise_std, base.head_signs)
+    main = base_view(run)
     if main is None or main.config.model.n_heads < 2:
         return None
-    noisy = next((r for r in views.values() if r is not main and r.config.task.n_tasks == main.config.task.n_tasks
-                  and r.config.model.n_heads == main.config.model.n_heads and r.config.task.noise_std > 0), None)
+    noisy = noisy_view(run) if main.config.task.noise_std == 0 else None
     c = main.config
     H, I = c.model.n_heads, c.task.n_tasks
     seed = main.seeds[0]
-    t, loss = curve(main, "loss/test", seed, same_prompts=True)
+    t, loss = loss_curve(main, seed)
     phases = loss_phases(t, loss) if len(t) > 5 else None
-    window = _specialised_window(main, seed)
-    emergence = _emergence_window(main, seed)
+    window = specialised_window(main, seed)
+    emergence = seed_emergence_window(main, seed)
     conv_start = window[1] if window is not None else (phases or {}).get("convergence_start")
     convergence = (conv_start, t[-1]) if conv_start is not None and conv_start < t[-1] else None
 
@@ -98,7 +81,7 @@ def overview_figure(run, views):
     for name, color, label in (("optimum/global/loss", PALETTE[2], "best H-head (numerical infimum)"),
                                ("optimum/one_head_per_task/loss", PALETTE[4], "best one-head-per-task"),
                                ("optimum/single_head/loss", PALETTE[3], "best single head")):
-        hline(a, theory_value(main, name), label, color)
+        hline(a, theory_constant(main, name), label, color)
     _shade_phases(a, phases, window, emergence, convergence)
     log_axes(a)
     a.set_xlabel("time = Σ lr")
@@ -110,7 +93,7 @@ def overview_figure(run, views):
     for h in range(H):
         _band(a, main, f"probe/head_specialisation/{h}", PALETTE[h % 10], label=f"head {h}")
     a.axhline(1 / I, color="0.5", ls=":", lw=1, label="1/I (shared)")
-    a.axhline(0.9, color="0.5", ls="--", lw=1, label="0.9 (one task)")
+    a.axhline(SPECIALISED, color="0.5", ls="--", lw=1, label=f"{SPECIALISED} (one task)")
     _shade_phases(a, phases, window, emergence, convergence, label=False)
     a.set_xscale("log")
     a.set_ylim(1 / I - 0.05, 1.03)
@@ -137,8 +120,7 @@ def overview_figure(run, views):
     a = ax[1, 1]
     mats = []
     for s in main.seeds:
-        fin = main.metrics[(main.metrics["seed"] == s) & (main.metrics["step"] == main.metrics["step"].max())]
-        at = fin.set_index("name")["value"]
+        at = record_at(main, s)
         # |ω_iμ_i| is the head's share of task i; the sign of ω shows the opposite-sign pairing
         mats.append(np.array([[at.get(f"probe/omega/{h}/{i}", np.nan) * abs(at.get(f"probe/mu/{h}/{i}", np.nan))
                                for i in range(I)] for h in range(H)]))
@@ -187,22 +169,20 @@ def _head_mean_curve(run, prefix):
 
 def separation_figure(run, views):
     """Loss per task vs time for H = 1 and H = I at each I, and the final ratio single/multi vs I."""
-    from icldyn.experiments.multihead_tasks import find_view, theory_value
-
     views = dict(views)
     Is = sorted({r.config.task.n_tasks for r in views.values() if r.config.task.n_tasks >= 2
-                 and find_view(views, r.config.task.n_tasks, 1) is not None
-                 and find_view(views, r.config.task.n_tasks, r.config.task.n_tasks) is not None})
+                 and variant(views, r.config.task.n_tasks, 1) is not None
+                 and variant(views, r.config.task.n_tasks, r.config.task.n_tasks) is not None})
     if not Is:
         return None
     fig, ax = new_figure(1, 2, size=(5.6, 4.0))
     a = ax[0, 0]
     ratios = {}
     for k, I in enumerate(Is):
-        one, multi = find_view(views, I, 1), find_view(views, I, I)
+        one, multi = variant(views, I, 1), variant(views, I, I)
         _band(a, multi, "loss/test", PALETTE[k], label=f"I = {I}, H = {I}", scale=I)
         _band(a, one, "loss/test", PALETTE[k], label=f"I = {I}, H = 1", ls="--", scale=I)
-        hline(a, theory_value(one, "optimum/single_head/loss") / I, None, PALETTE[k], ls=":")
+        hline(a, theory_constant(one, "optimum/single_head/loss") / I, None, PALETTE[k], ls=":")
         ratios[I] = (one.final("loss/test") / multi.final("loss/test")).dropna()
     log_axes(a)
     a.set_xlabel("time = Σ lr")
@@ -232,8 +212,6 @@ def separation_figure(run, views):
 
 def debiased_figure(run, views):
     """One task, several heads: loss vs debiased/plain GD, and each head's (ω, μ) for both inits."""
-    from icldyn.experiments.multihead_tasks import theory_value
-
     runs = [r for r in dict(views).values() if r.config.task.n_tasks == 1 and r.config.model.n_heads >= 2]
     if not runs:
         return None
@@ -249,7 +227,7 @@ def debiased_figure(run, views):
             ("theory/centred_gd_loss", "centred GD (debiased GD)", PALETTE[4], "--", "v"),
             ("theory/gd_loss", "one-step GD", PALETTE[5], ":", "^"),
             ("optimum/single_head/loss", "best single head", PALETTE[3], "--", None))):
-        value = theory_value(ref, name)
+        value = theory_constant(ref, name)
         if not np.isfinite(value):
             continue
         a.axhline(value, color=color, ls=ls, lw=1.2)
@@ -265,7 +243,7 @@ def debiased_figure(run, views):
     a.set_title("one task: loss vs debiased GD")
     a.legend(fontsize=7, loc="upper right")
     # zoom on the end: the paired heads' loss against the two GD lines, ~1% apart
-    cgd, gd = theory_value(ref, "theory/centred_gd_loss"), theory_value(ref, "theory/gd_loss")
+    cgd, gd = theory_constant(ref, "theory/centred_gd_loss"), theory_constant(ref, "theory/gd_loss")
     t_end = ref.metric("loss/test")["time"].max()
     if np.isfinite(cgd) and np.isfinite(gd) and t_end > 0:
         z = a.inset_axes([0.08, 0.30, 0.42, 0.36])

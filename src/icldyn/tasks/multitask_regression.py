@@ -54,9 +54,8 @@ def haar_orthogonal(n: int, g: torch.Generator) -> torch.Tensor:
 
 class MultitaskRegressionTask(Task):
     name = "multitask-regression"
-    # The per-task baselines (one-step GD, centred GD, ridge/Bayes) need the block structure;
-    # they live in `theory/multihead.py` and take (x, y, d₀, Φ, Ψ).
-    estimators = ()
+    # per-task baselines (estimators/multihead.py): they use the block structure and answer the query only
+    estimators = ("multitask_gd", "multitask_centred_gd", "multitask_ridge")
 
     def __init__(self, config: MultitaskRegressionConfig, dtype: torch.dtype = torch.float32):
         super().__init__(config, dtype)

@@ -16,9 +16,9 @@ Losses follow the training convention: ½·E‖ŷ_q − y_q‖², summed over th
 2. `optimal_decomposable`: the best H-head decomposable model. The loss is quadratic in μ for
    fixed ω, so μ is solved exactly (variable projection) and L-BFGS runs over ω from several
    starts; the optimum's loss is re-estimated on independent prompts (no optimisation bias).
-3. Per-task estimators on given prompts (x (..., L+1, d), y (..., L+1, I), query last): one-step
-   GD, one-step GD on centred data ("debiased GD", see `centred_gd_predict`) and ridge/Bayes, with
-   their closed-form population losses where they exist.
+3. The closed-form population losses of the per-task estimators at their optimal steps: one-step GD
+   and one-step GD on centred data ("debiased GD"). The estimators themselves, which take prompts, are
+   registered in `estimators/multihead.py`.
 
 Independent of `icldyn.tasks` and `icldyn.models`: everything here takes tensors and sizes.
 """
@@ -153,7 +153,7 @@ def optimal_decomposable(n_tasks: int, n_heads: int, d0: int, n_points: int, noi
     keeps one task"); None lets every head use every task.
 
     With H ≥ 2 and free support the best model can be an infimum rather than a minimum: heads pair
-    up with opposite signs, ω → 0 and μ ~ 1/ω (centred one-step GD, see `centred_gd_predict`).
+    up with opposite signs, ω → 0 and μ ~ 1/ω (centred one-step GD, `estimators.multihead`).
     L-BFGS then stops at small ω and large μ with the loss within its tolerance of the limit.
     """
     s = input_sample(n_tasks, d0, n_points, n_prompts, noise_std, seed)
@@ -194,24 +194,7 @@ def optimal_decomposable(n_tasks: int, n_heads: int, d0: int, n_points: int, noi
     return DecomposableOptimum(omega, mu, float(loss), stderr, float(loss_crn), results)
 
 
-# -- 3. per-task estimators on given prompts ------------------------------------------------------
-def _canonical(x: torch.Tensor, y: torch.Tensor, d0: int, phi=None, psi=None):
-    """x (..., T, d), y (..., T, I) → blocks x̃ (..., T, I, d₀) = Φᵀx and ỹ (..., T, I) = Ψᵀy."""
-    if phi is not None:
-        x = x @ torch.as_tensor(phi, dtype=x.dtype, device=x.device)
-    if psi is not None:
-        y = y @ torch.as_tensor(psi, dtype=y.dtype, device=y.device)
-    I = y.shape[-1]
-    if x.shape[-1] != I * d0:
-        raise ValueError(f"x has {x.shape[-1]} features but I·d₀ = {I}·{d0}")
-    return x.reshape(*x.shape[:-1], I, d0), y
-
-
-def _back(pred: torch.Tensor, psi) -> torch.Tensor:
-    """ỹ̂ (..., I) → ŷ = Ψ ỹ̂."""
-    return pred if psi is None else pred @ torch.as_tensor(psi, dtype=pred.dtype, device=pred.device).T
-
-
+# -- 3. closed forms of the per-task estimators (estimators/multihead.py) ------------------------------
 def gd_step(d0: int, n_points: int, noise_std: float = 0.0) -> float:
     """Optimal η of one-step GD from 0: 1/E‖h‖² with h = (1/L)Σ y_l x_l, E‖h‖² = 1 + (1 + d₀ + σ²d₀)/L
     (E S² = (1 + (1+d₀)/L) I for the sample second moment S of N(0, I_{d₀}); E‖β‖² = 1)."""
@@ -234,44 +217,10 @@ def centred_gd_loss(n_tasks: int, d0: int, n_points: int, noise_std: float = 0.0
     return 0.5 * n_tasks * (1 - (n_points - 1) / (n_points + d0 + noise_std**2 * d0))
 
 
-def gd_predict(x, y, d0: int, eta: float, phi=None, psi=None) -> torch.Tensor:
-    """One-step GD per task: ŷ_i = η (1/L) Σ_l y_{l,i} x_{l,B_i}ᵀ x_{q,B_i}.  → (..., I)."""
-    xb, yb = _canonical(x, y, d0, phi, psi)
-    keys, vals, q = xb[..., :-1, :, :], yb[..., :-1, :], xb[..., -1, :, :]
-    h = torch.einsum("...li,...lid->...id", vals, keys) / keys.shape[-3]
-    return _back(eta * (h * q).sum(-1), psi)
-
-
-def centred_gd_predict(x, y, d0: int, eta: float, phi=None, psi=None) -> torch.Tensor:
-    """One-step GD on centred data ("debiased GD", our reconstruction of He, Pan, Chen & Yang 2025):
-    ŷ_i = η (1/L) Σ_l (y_{l,i} − ȳ_i)(x_{l,B_i} − x̄_{B_i})ᵀ x_{q,B_i}  → (..., I).
-
-    Why: to first order in ω a head's softmax is a_l ≈ (1 + ω(c_l − c̄))/L, c_l = x_lᵀx_q, so the head
-    outputs μ(ȳ + ω·(1/L)Σ_l y_l (x_l − x̄)ᵀx_q); two heads (ω, μ), (−ω, −μ) cancel the ȳ bias and the
-    O(ω²) terms, leaving this estimator with η = 2ωμ (y needs no centring once x is centred).
-    """
-    xb, yb = _canonical(x, y, d0, phi, psi)
-    keys, vals, q = xb[..., :-1, :, :], yb[..., :-1, :], xb[..., -1, :, :]
-    keys = keys - keys.mean(-3, keepdim=True)
-    vals = vals - vals.mean(-2, keepdim=True)
-    h = torch.einsum("...li,...lid->...id", vals, keys) / keys.shape[-3]
-    return _back(eta * (h * q).sum(-1), psi)
-
-
-def ridge_predict(x, y, d0: int, noise_std: float, phi=None, psi=None) -> torch.Tensor:
-    """Bayes posterior mean per task (β_i ~ N(0, I/d₀), noise σ²): β̂_i = (X_iᵀX_i + σ²d₀ I)⁻¹X_iᵀy_i,
-    batched; at σ = 0 the minimum-norm least-squares fit (the σ → 0 limit).  → (..., I)."""
-    xb, yb = _canonical(x, y, d0, phi, psi)
-    X = xb[..., :-1, :, :].movedim(-2, -3)                      # (..., I, L, d₀)
-    t = yb[..., :-1, :].movedim(-1, -2)[..., None]               # (..., I, L, 1)
-    if noise_std > 0 or X.shape[-2] >= d0:
-        # noiseless with L ≥ d₀: X has full column rank (a.s.), so the normal equations are the pinv's
-        # answer, at a fraction of a batched SVD's cost
-        gram = X.transpose(-1, -2) @ X + noise_std**2 * d0 * torch.eye(d0, dtype=X.dtype, device=X.device)
-        beta = torch.linalg.solve(gram, X.transpose(-1, -2) @ t)
-    else:
-        beta = torch.linalg.pinv(X) @ t
-    return _back((beta[..., 0] * xb[..., -1, :, :]).sum(-1), psi)
+def noise_step_factor(d0: int, n_points: int, noise_std: float) -> float:
+    """How much label noise σ shrinks the optimal centred-GD step (the debiased heads' limit):
+    η*(σ)/η*(0) = (L + d₀)/(L + d₀ + σ²d₀)."""
+    return centred_gd_step(d0, n_points, noise_std) / centred_gd_step(d0, n_points, 0.0)
 
 
 def query_losses(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
