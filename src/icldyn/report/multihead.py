@@ -64,8 +64,6 @@ def overview_figure(run, views):
     if main is None or main.config.model.n_heads < 2:
         return None
     noisy = noisy_view(run) if main.config.task.noise_std == 0 else None
-    c = main.config
-    H, I = c.model.n_heads, c.task.n_tasks
     seed = main.seeds[0]
     t, loss = loss_curve(main, seed)
     phases = loss_phases(t, loss) if len(t) > 5 else None
@@ -73,28 +71,42 @@ def overview_figure(run, views):
     emergence = seed_emergence_window(main, seed)
     conv_start = window[1] if window is not None else (phases or {}).get("convergence_start")
     convergence = (conv_start, t[-1]) if conv_start is not None and conv_start < t[-1] else None
+    shade = (phases, window, emergence, convergence)
 
     fig, ax = new_figure(2, 3, size=(5.2, 3.9))
-    a = ax[0, 0]
+    _loss_panel(ax[0, 0], main, seed, shade)
+    _specialisation_panel(ax[0, 1], main, shade)
+    for a, sym, title in ((ax[0, 2], "omega", "ω (key-query)"), (ax[1, 0], "mu", "μ (output-value)")):
+        _semi_singular_panel(a, main, sym, title, shade)
+    _allocation_panel(fig, ax[1, 1], main)
+    _attention_regime_panel(ax[1, 2], main, noisy)
+    return finish(fig, run.path / "figures" / "overview.png")
+
+
+def _loss_panel(a, main, seed, shade):
+    c = main.config
+    H, I = c.model.n_heads, c.task.n_tasks
     _band(a, main, "loss/test", "k", label=f"held-out loss (H={H}, I={I})")
     _band(a, main, "loss/train", "0.5", label="training loss", ls="--", lw=1)
     for name, color, label in (("optimum/global/loss", PALETTE[2], "best H-head (numerical infimum)"),
                                ("optimum/one_head_per_task/loss", PALETTE[4], "best one-head-per-task"),
                                ("optimum/single_head/loss", PALETTE[3], "best single head")):
         hline(a, theory_constant(main, name), label, color)
-    _shade_phases(a, phases, window, emergence, convergence)
+    _shade_phases(a, *shade)
     log_axes(a)
     a.set_xlabel("time = Σ lr")
     a.set_ylabel("½·Σ_i squared error (held out)")
     a.set_title(f"loss and phases (seed {seed}; dot: final, on {c.train.eval_prompts:,} prompts)", fontsize=9)
     a.legend(fontsize=6.5, loc="lower left")
 
-    a = ax[0, 1]
+
+def _specialisation_panel(a, main, shade):
+    H, I = main.config.model.n_heads, main.config.task.n_tasks
     for h in range(H):
         _band(a, main, f"probe/head_specialisation/{h}", PALETTE[h % 10], label=f"head {h}")
     a.axhline(1 / I, color="0.5", ls=":", lw=1, label="1/I (shared)")
     a.axhline(SPECIALISED, color="0.5", ls="--", lw=1, label=f"{SPECIALISED} (one task)")
-    _shade_phases(a, phases, window, emergence, convergence, label=False)
+    _shade_phases(a, *shade, label=False)
     a.set_xscale("log")
     a.set_ylim(1 / I - 0.05, 1.03)
     a.grid(True, alpha=0.3)
@@ -103,21 +115,24 @@ def overview_figure(run, views):
     a.set_title("head specialisation")
     a.legend(fontsize=7)
 
-    for k, (sym, title) in enumerate((("omega", "ω (key-query)"), ("mu", "μ (output-value)"))):
-        a = ax[0, 2] if k == 0 else ax[1, 0]
-        for h in range(H):
-            for i in range(I):
-                _band(a, main, f"probe/{sym}/{h}/{i}", PALETTE[h % 10], ls=TASK_STYLES[i % 4],
-                      label=f"head {h}, task {i}")
-        a.axhline(0, color="0.3", lw=0.6)
-        _shade_phases(a, phases, window, emergence, convergence, label=False)
-        a.set_xscale("log")
-        a.grid(True, alpha=0.3)
-        a.set_xlabel("time = Σ lr")
-        a.set_title(f"semi-singular values {title}")
-        a.legend(fontsize=6.5, ncol=2)
 
-    a = ax[1, 1]
+def _semi_singular_panel(a, main, sym, title, shade):
+    H, I = main.config.model.n_heads, main.config.task.n_tasks
+    for h in range(H):
+        for i in range(I):
+            _band(a, main, f"probe/{sym}/{h}/{i}", PALETTE[h % 10], ls=TASK_STYLES[i % 4],
+                  label=f"head {h}, task {i}")
+    a.axhline(0, color="0.3", lw=0.6)
+    _shade_phases(a, *shade, label=False)
+    a.set_xscale("log")
+    a.grid(True, alpha=0.3)
+    a.set_xlabel("time = Σ lr")
+    a.set_title(f"semi-singular values {title}")
+    a.legend(fontsize=6.5, ncol=2)
+
+
+def _allocation_panel(fig, a, main):
+    H, I = main.config.model.n_heads, main.config.task.n_tasks
     mats = []
     for s in main.seeds:
         at = record_at(main, s)
@@ -139,7 +154,8 @@ def overview_figure(run, views):
     a.set_title("final allocation: sign(ω_i)·|ω_iμ_i| (share of the head)", fontsize=9)
     fig.colorbar(im, ax=a, fraction=0.046)
 
-    a = ax[1, 2]
+
+def _attention_regime_panel(a, main, noisy):
     for r, color, label in ((main, "k", "σ = 0"), (noisy, PALETTE[0], None)):
         if r is None:
             continue
@@ -156,7 +172,6 @@ def overview_figure(run, views):
     a.set_ylabel("score scale √Var_l(s_l); fraction of keys attended")
     a.set_title("attention regime (mean over heads and seeds)")
     a.legend(fontsize=7)
-    return finish(fig, run.path / "figures" / "overview.png")
 
 
 def _head_mean_curve(run, prefix):
@@ -242,7 +257,26 @@ def debiased_figure(run, views):
     a.set_ylabel("held-out loss")
     a.set_title("one task: loss vs debiased GD")
     a.legend(fontsize=7, loc="upper right")
-    # zoom on the end: the paired heads' loss against the two GD lines, ~1% apart
+    _zoom_inset(a, runs, ref)
+    for j, (sym, title) in enumerate((("omega", "ω_h"), ("mu", "μ_h"))):
+        a = ax[0, 1 + j]
+        for k, r in enumerate(runs):
+            for h in range(r.config.model.n_heads):
+                _band(a, r, f"probe/{sym}/{h}/0", PALETTE[k], ls=TASK_STYLES[h % 4],
+                      label=f"{r.config.head_signs}, head {h}")
+        a.axhline(0, color="0.3", lw=0.6)
+        a.set_xscale("log")
+        a.grid(True, alpha=0.3)
+        a.set_xlabel("time = Σ lr")
+        a.set_title(f"{title} per head")
+        a.legend(fontsize=6.5)
+    return finish(fig, run.path / "figures" / "debiased.png")
+
+
+def _zoom_inset(a, runs, ref):
+    """Zoom on the end: the paired heads' loss against the two GD lines, ~1% apart."""
+    from matplotlib.ticker import NullFormatter
+
     cgd, gd = theory_constant(ref, "theory/centred_gd_loss"), theory_constant(ref, "theory/gd_loss")
     t_end = ref.metric("loss/test")["time"].max()
     if np.isfinite(cgd) and np.isfinite(gd) and t_end > 0:
@@ -257,21 +291,6 @@ def debiased_figure(run, views):
         z.set_xscale("log")
         z.set_xlim(t_end / 30, t_end * 1.3)
         z.set_ylim(min(cgd, gd) * 0.97, min(cgd, gd) * 1.3)
-        from matplotlib.ticker import NullFormatter
-
         z.xaxis.set_minor_formatter(NullFormatter())
         z.tick_params(labelsize=6)
         z.set_title("zoom: end of training", fontsize=7)
-    for j, (sym, title) in enumerate((("omega", "ω_h"), ("mu", "μ_h"))):
-        a = ax[0, 1 + j]
-        for k, r in enumerate(runs):
-            for h in range(r.config.model.n_heads):
-                _band(a, r, f"probe/{sym}/{h}/0", PALETTE[k], ls=TASK_STYLES[h % 4],
-                      label=f"{r.config.head_signs}, head {h}")
-        a.axhline(0, color="0.3", lw=0.6)
-        a.set_xscale("log")
-        a.grid(True, alpha=0.3)
-        a.set_xlabel("time = Σ lr")
-        a.set_title(f"{title} per head")
-        a.legend(fontsize=6.5)
-    return finish(fig, run.path / "figures" / "debiased.png")
