@@ -34,3 +34,32 @@ def test_figure_is_written(untrained):
 def test_quick_preset_passes_every_claim(tmp_path):
     run = icldyn.run("linreg-gpt", out=tmp_path)
     assert all(c["passed"] for c in run.claims), [c for c in run.claims if not c["passed"]]
+
+
+def test_error_curves_on_cut_prompts_estimate_the_causal_pass():
+    """The two ways of evaluating a model (one causal pass at every prefix; the query of prompts cut to
+    m examples) estimate the same error: checked with OLS standing in for a two-seed model."""
+    import torch
+
+    from icldyn.analysis.error_curves import error_curves
+    from icldyn.estimators import ESTIMATORS
+    from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
+
+    task = LinearRegressionTask(LinearRegressionConfig(d=3, n_points=8), dtype=torch.float64)
+    batch = task.eval_batch(6000, 1)
+    ols = ESTIMATORS["ols"](task)
+
+    def model(b):
+        return ols(b).expand(2, -1, -1)
+
+    causal = error_curves(model, task, batch, name="m", seeds=[0, 1], estimators=["zero"], chunk=2500)
+    cut = error_curves(model, task, batch, name="m", seeds=[0, 1], estimators=[], prefixes=[1, 2, 3, 8])
+    assert set(causal["x_name"]) == {"n_examples"} and set(causal["metric"]) == {"mse"}
+    assert sorted(set(cut["x"])) == [1, 2, 3, 8] and set(cut["seed"]) == {0, 1}
+    a = causal[causal.predictor == "m"].set_index(["seed", "x"])
+    b = cut.set_index(["seed", "x"])
+    for key in b.index:
+        tol = 4 * (a.loc[key, "stderr"] ** 2 + b.loc[key, "stderr"] ** 2) ** 0.5 + 1e-9
+        assert abs(a.loc[key, "value"] - b.loc[key, "value"]) <= tol, key
+    # d = 3 noiseless examples pin w down: OLS's error vanishes from there on, on both paths
+    assert b.loc[(0, 3), "value"] < 1e-12 and b.loc[(0, 2), "value"] > 0.1

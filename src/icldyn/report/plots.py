@@ -32,14 +32,15 @@ def plot_metric(ax, run, name: str, *, label=None, color=None, x: str = "time", 
         ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0)
 
 
-def plot_error_curves(ax, curves: pd.DataFrame, order=None, styles=None):
-    """MSE vs number of in-context examples with ±2 stderr bands (seeds averaged)."""
+def plot_error_curves(ax, curves: pd.DataFrame, order=None, styles=None, scale: float = 1.0):
+    """Error vs number of in-context examples with ±2 stderr bands (seeds averaged), from rows of
+    curves.parquet (general schema: x, value, stderr), values multiplied by `scale`."""
     names = order or list(dict.fromkeys(curves["predictor"]))
     for i, name in enumerate(names):
         c = curves[curves["predictor"] == name]
         if c.empty:
             continue
-        g = c.groupby("x").agg(mse=("value", "mean"), se=("stderr", "mean"))
+        g = c.groupby("x").agg(mse=("value", "mean"), se=("stderr", "mean")) * scale
         style = (styles or {}).get(name, {})
         ax.plot(g.index, g["mse"], label=name, color=style.get("color", PALETTE[i % 10]),
                 ls=style.get("ls", "-"), lw=style.get("lw", 1.5), marker=style.get("marker"))
