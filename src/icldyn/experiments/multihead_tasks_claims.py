@@ -218,6 +218,18 @@ def _optimum_matrix(run, tag, sym):
 OPTIMA_MISSING = "the numerical optima (H·I > optimum_max_params)"
 
 
+def _main_optima(top):
+    """(main run, its final losses (S,), global optimum, its stderr, one-head-per-task optimum, single
+    head optimum), or the Measurement saying what is missing."""
+    run = main_view(top)
+    if run is None:
+        return _missing("a multi-head run")
+    glob, glob_se, per, single = _optima(run)
+    if not (np.isfinite(glob) and np.isfinite(per)):
+        return _missing(OPTIMA_MISSING)
+    return run, run.final("loss/test").to_numpy(), glob, glob_se, per, single
+
+
 @CLAIMS.claim("optimal_among_multihead",
               "The trained model's final loss is within a constant factor of the best H-head model: at most the "
               "factor by which the paper's limit, one head per task, exceeds the numerical optimum of the "
@@ -226,13 +238,10 @@ OPTIMA_MISSING = "the numerical optima (H·I > optimum_max_params)"
               Judged("in [1 − 3·stderr, c], c = best one-head-per-task / global optimum"),
               tolerance="3 Monte-Carlo stderr below")
 def optimal_among_multihead(top):
-    run = main_view(top)
-    if run is None:
-        return _missing("a multi-head run")
-    glob, glob_se, per, single = _optima(run)
-    if not (np.isfinite(glob) and np.isfinite(per)):
-        return _missing(OPTIMA_MISSING)
-    loss = run.final("loss/test").to_numpy()
+    got = _main_optima(top)
+    if isinstance(got, Measurement):
+        return got
+    run, loss, glob, glob_se, per, single = got
     c, ratio, lo = per / glob, loss / glob, 1 - 3 * glob_se / glob
     return Measurement(float(ratio.max()), _optimality_details(run, loss, glob, glob_se, per, single),
                        passed=bool((ratio >= lo).all() and (ratio <= c).all()), per_seed=ratio.tolist(),
@@ -247,13 +256,10 @@ def optimal_among_multihead(top):
               Judged("≤ (1 + g)/2, g = global / one-head-per-task optimum"),
               tolerance="halfway from the allocated to the global optimum")
 def pairing_beats_allocation(top):
-    run = main_view(top)
-    if run is None:
-        return _missing("a multi-head run")
-    glob, glob_se, per, single = _optima(run)
-    if not (np.isfinite(glob) and np.isfinite(per)):
-        return _missing(OPTIMA_MISSING)
-    loss = run.final("loss/test").to_numpy()
+    got = _main_optima(top)
+    if isinstance(got, Measurement):
+        return got
+    run, loss, glob, glob_se, per, single = got
     g = glob / per
     bound, pr = (1 + g) / 2, loss / per
     details = {**_optimality_details(run, loss, glob, glob_se, per, single),
