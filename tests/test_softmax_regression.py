@@ -237,3 +237,16 @@ def test_quick_preset_passes_every_claim(tmp_path):
     run = api.run("softmax-regression", "quick", out=tmp_path, workers=None)
     failed = [c["id"] for c in run.claims if c["passed"] is not True]
     assert not failed, failed
+
+
+def test_new_model_options_leave_feature_convergence_hash_alone():
+    """The hashes written before label_value_init/readout existed (main at 4cac904) are kept; a
+    non-default value of either enters the hash."""
+    from icldyn.experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS["feature-convergence"]
+    assert exp.config("quick").config_hash() == "d91b630b09"
+    assert exp.config("paper").config_hash() == "2784e5039a"
+    assert exp.config("quick", {"model.label_value_init": 2.0}).config_hash() != "d91b630b09"
+    with pytest.raises(UsageError, match="train"):
+        SoftmaxAttention(SoftmaxAttentionConfig(train="q", readout="softmax"), _task(m=2), [0], F64)

@@ -22,7 +22,7 @@ query's own share stays out of it); `hook_pred` (E, B, 1). With m > 1 queries: (
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -40,6 +40,9 @@ class SoftmaxAttentionConfig(Strict):
     label_value_init: float = Field(default=1.0, description="W^PV[d, d] at init (train='full'): the label's value weight")
     readout: Literal["value", "softmax"] = Field(
         default="value", description="value: the attention output; softmax: softmax over the m queries of it")
+    # added for softmax-regression: at their defaults they stay out of the config hash (feature-convergence's
+    # run names are unchanged)
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("label_value_init", "readout")
 
 
 class SoftmaxAttention(EnsembleModel):
@@ -50,9 +53,9 @@ class SoftmaxAttention(EnsembleModel):
         d = task_config(task).d
         self.config, self.d = config, d
         self.n_queries = getattr(task_config(task), "n_queries", 1)
-        if self.n_queries > 1 and config.train != "full":
-            raise UsageError(f"model.train: a task with {self.n_queries} query words needs train='full' "
-                             f"(got {config.train!r}); allowed: full")
+        if (self.n_queries > 1 or config.readout != "value") and config.train != "full":
+            raise UsageError(f"model.train: {self.n_queries} query word(s) with readout={config.readout!r} need "
+                             f"train='full' (got {config.train!r}); allowed: full")
         E, D = len(seeds), d + 1
         if config.train == "q":
             self.q = nn.Parameter(torch.zeros(E, d, d, dtype=dtype))
