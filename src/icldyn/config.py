@@ -114,6 +114,13 @@ class ExperimentConfig(Strict):
         train = payload.get("train") or {}
         for key in self._train_unhashed | {k for k in self._train_hashed_when_set if train.get(k) is None}:
             train.pop(key, None)
+        # a block's options added later enter the hash only when they leave their default, so the
+        # runs made before they existed keep their names (`unhashed_at_default` on the block's class)
+        for block in ("task", "model"):
+            cls, data = type(getattr(self, block)), payload.get(block) or {}
+            for key in getattr(cls, "unhashed_at_default", ()):
+                if key in data and data[key] == cls.model_fields[key].default:
+                    data.pop(key)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_name(self) -> str:

@@ -24,6 +24,7 @@ def _register_all() -> None:
     for exp in (InductionNgram(), InductionFullExperiment()):
         EXPERIMENTS.register(exp.name, exp)
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
+    from icldyn.experiments.softmax_regression import SoftmaxRegression; EXPERIMENTS.register(SoftmaxRegression.name, SoftmaxRegression())  # noqa: E702
 
 
 def config_from_dict(data: dict):

@@ -8,21 +8,28 @@ z_i = (x_i; y_i), z_q = (x_q; 0): ŷ = Σ_i attn_i (W^{PV} z_i)_d, attn_i = soft
 from W^{KQ} = 0, W^{PV} = [[0,0],[0,1]].
 `query_in_softmax`: the query token z_q = (x_q; 0) is one more key (score x_qᵀ Q x_q), whose
 value is 0 in the "q" model (its label is unknown).
-Built as SoftmaxAttention(config, task, seeds, dtype); d is the task's `d`.
+Several query tokens (for tasks with `n_queries` m > 1, e.g. softmax regression; train="full"):
+the batch ends with m query points z_q = (a_q; 0); each attends over the context tokens only and
+gets the scalar z_q = Σ_i attn_i (W^{PV} z_i)_d; `readout="softmax"` predicts softmax over the m
+queries of these logits (one distribution per prompt), "value" the logits themselves. The loss
+is taken on the m query positions; the query labels are never read.
+Built as SoftmaxAttention(config, task, seeds, dtype); d (and m, default 1) are the task's.
 Hook points: `blocks.0.attn.hook_scores` (E, B, N), the logits of the N context tokens;
 `blocks.0.attn.hook_pattern` (E, B, N), the attention on them (with `query_in_softmax` the
-query's own share stays out of it); `hook_pred` (E, B, 1).
+query's own share stays out of it); `hook_pred` (E, B, 1). With m > 1 queries: (E, B, m, N),
+(E, B, m, N) and (E, B, m).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from icldyn.config import Strict
+from icldyn.errors import UsageError
 from icldyn.models.base import EnsembleModel, HookPoint, attention_hooks, task_config
 
 
@@ -30,6 +37,12 @@ class SoftmaxAttentionConfig(Strict):
     name: Literal["softmax-attention"] = "softmax-attention"
     train: Literal["q", "full"] = Field(default="q", description="q: only Q; full: W^KQ and W^PV")
     query_in_softmax: bool = Field(default=False, description="the query token is also a key")
+    label_value_init: float = Field(default=1.0, description="W^PV[d, d] at init (train='full'): the label's value weight")
+    readout: Literal["value", "softmax"] = Field(
+        default="value", description="value: the attention output; softmax: softmax over the m queries of it")
+    # added for softmax-regression: at their defaults they stay out of the config hash (feature-convergence's
+    # run names are unchanged)
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("label_value_init", "readout")
 
 
 class SoftmaxAttention(EnsembleModel):
@@ -39,20 +52,26 @@ class SoftmaxAttention(EnsembleModel):
         super().__init__(len(seeds))
         d = task_config(task).d
         self.config, self.d = config, d
+        self.n_queries = getattr(task_config(task), "n_queries", 1)
+        if (self.n_queries > 1 or config.readout != "value") and config.train != "full":
+            raise UsageError(f"model.train: {self.n_queries} query word(s) with readout={config.readout!r} need "
+                             f"train='full' (got {config.train!r}); allowed: full")
         E, D = len(seeds), d + 1
         if config.train == "q":
             self.q = nn.Parameter(torch.zeros(E, d, d, dtype=dtype))
         else:
             self.w_kq = nn.Parameter(torch.zeros(E, D, D, dtype=dtype))
             w_pv = torch.zeros(E, D, D, dtype=dtype)
-            w_pv[:, d, d] = 1.0
+            w_pv[:, d, d] = config.label_value_init
             self.w_pv = nn.Parameter(w_pv)
         self.blocks = nn.ModuleList([attention_hooks("hook_scores", "hook_pattern")])
         self.hook_pred = HookPoint()
         self.setup_hooks()
 
     def forward(self, batch) -> torch.Tensor:
-        """Prediction for the query of each prompt: (E, B, 1)."""
+        """Prediction for the query of each prompt: (E, B, 1); (E, B, m) with m query tokens."""
+        if self.n_queries > 1 or self.config.readout != "value":
+            return self._forward_queries(batch)
         x, y = batch.x, batch.y
         x_ctx, y_ctx, x_q = x[..., :-1, :], y[..., :-1], x[..., -1, :]     # (E', B, N, d), (E', B, N), (E', B, d)
         if self.config.train == "q":
@@ -80,6 +99,36 @@ class SoftmaxAttention(EnsembleModel):
             attn = hooks.hook_pattern(torch.softmax(logits, dim=-1))
             pred = (attn * values).sum(-1, keepdim=True)
         return self.hook_pred(pred)
+
+    def _forward_queries(self, batch) -> torch.Tensor:
+        """m query tokens z_q = (a_q; 0) at the end of each prompt, train="full": (E, B, m)."""
+        m, d = self.n_queries, self.d
+        x, y = batch.x, batch.y
+        z_ctx = torch.cat([x[..., :-m, :], y[..., :-m, None]], dim=-1)         # (E', B, N, d+1)
+        x_q = x[..., -m:, :]                                                   # (E', B, m, d)
+        query = x_q @ self.w_kq[:, None, :, :d].transpose(-1, -2)              # W^KQ z_q (E, B, m, d+1)
+        logits = query @ z_ctx.transpose(-1, -2)                               # (E, B, m, N)
+        readout = self.w_pv[:, d]                                              # (E, d+1)
+        values = (z_ctx @ readout[:, None, :, None]).squeeze(-1)               # (E, B, N)
+        hooks = self.blocks[0].attn
+        logits = hooks.hook_scores(logits)
+        if self.config.query_in_softmax:
+            q_logit = (x_q * query[..., :d]).sum(-1, keepdim=True)             # (E, B, m, 1)
+            q_value = (x_q * readout[:, None, None, :d]).sum(-1)               # (E, B, m)
+            attn = torch.softmax(torch.cat([logits, q_logit], dim=-1), dim=-1)
+            out = (hooks.hook_pattern(attn[..., :-1]) @ values[..., None]).squeeze(-1) + attn[..., -1] * q_value
+        else:
+            attn = hooks.hook_pattern(torch.softmax(logits, dim=-1))
+            out = (attn @ values[..., None]).squeeze(-1)                       # (E, B, m)
+        if self.config.readout == "softmax":
+            out = torch.softmax(out, dim=-1)
+        return self.hook_pred(out)
+
+    def loss(self, pred: torch.Tensor, batch) -> torch.Tensor:
+        """½·mean squared error over the m query positions (E,)."""
+        if self.n_queries == 1:
+            return super().loss(pred, batch)
+        return 0.5 * (pred - batch.y[..., -self.n_queries:]).pow(2).flatten(1).mean(1)
 
     # -- quantities of interest ----------------------------------------------------------------
     def key_query_matrix(self) -> torch.Tensor:

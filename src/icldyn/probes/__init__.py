@@ -16,6 +16,7 @@ from icldyn.probes.lsa_modes import lsa_mode_probe, spectral_probe
 from icldyn.probes.multihead import (attention_probe, estimator_probe, projected_loss_probe, semi_singular_probe,
                                      task_loss_probe)
 from icldyn.probes.regression import alignment_probe, baseline_probe
+from icldyn.probes.softmax_regression import softmax_regression_probe
 from icldyn.registry import Registry
 
 PROBES: Registry[ProbeFactory] = Registry("probe")
@@ -31,6 +32,7 @@ PROBES.register("multihead_projected_loss", projected_loss_probe)
 PROBES.register("multihead_task_loss", task_loss_probe)
 PROBES.register("multihead_attention", attention_probe)
 PROBES.register("multihead_estimators", estimator_probe)
+PROBES.register("softmax_regression", softmax_regression_probe)
 
 
 def build_probes(config, task, specs: Sequence[str | tuple[str, dict[str, Any]]]) -> list[Probe]:
