@@ -31,6 +31,7 @@ def _events(ax, run, seed, legend=False):
 
 def _xlog(ax):
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
     ax.set_xlabel("step")
     ax.grid(True, alpha=0.3)
 
