@@ -15,13 +15,14 @@ EXPERIMENTS: Registry = Registry("experiment")
 def _register_all() -> None:
     from icldyn.experiments.exact_dynamics import ExactDynamics
     from icldyn.experiments.feature_convergence import FeatureConvergence
+    from icldyn.experiments.grokking import Grokking
     from icldyn.experiments.induction import InductionFullExperiment, InductionNgram
     from icldyn.experiments.linreg_gpt import LinRegGPT
     from icldyn.experiments.linreg_lsa import LinRegLSA
 
     for exp in (LinRegLSA(), LinRegGPT(), ExactDynamics(), FeatureConvergence()):
         EXPERIMENTS.register(exp.name, exp)
-    for exp in (InductionNgram(), InductionFullExperiment()):
+    for exp in (InductionNgram(), InductionFullExperiment(), Grokking()):
         EXPERIMENTS.register(exp.name, exp)
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
     from icldyn.experiments.softmax_regression import SoftmaxRegression; EXPERIMENTS.register(SoftmaxRegression.name, SoftmaxRegression())  # noqa: E702

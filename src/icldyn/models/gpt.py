@@ -29,6 +29,17 @@ explicit form):
   blocks.{i}.hook_resid_mid            (E, B, S, width) after attention
   blocks.{i}.hook_resid_post           (E, B, S, width) after the MLP
   hook_pred                            (E, B, T)
+
+Token switch (`tokens=True`, for token tasks: modular arithmetic, n-gram sequences): batch.x holds
+token ids (E', B, S) of the task's vocabulary V (its config's `vocab_size`, else `n_states`),
+embedded by a learned table `embed` (E, V, width) plus positions (the task's `seq_len`, else
+`n_points`), every block sees every token, and the read-out gives logits over V — at the last
+position only (`readout="last"`: (E, B, V) against batch.y (E', B)) or at every position
+(`readout="all"`: (E, B, S, V) against batch.y (E', B, S)) — trained by cross-entropy. With
+`mlp=False, layernorm=False` it is an attention-only transformer; `activation="relu"` is the
+grokking setting (Nanda et al. 2023). `spectral_matrices()` gives every block's W_Q, W_K, W_V
+(width × width) and per-head QK = W_Q,h W_K,hᵀ and OV = W_V,h W_O,h (width × width, rank ≤ dh)
+for the spectral probes.
 """
 
 from __future__ import annotations
@@ -64,6 +75,10 @@ class GPTConfig(Strict):
     layernorm: bool = True
     positional: bool = Field(default=True, description="learned positional embedding")
     init_std: float = Field(default=0.02, gt=0)
+    activation: Literal["gelu", "relu"] = Field(default="gelu", description="the MLP's non-linearity")
+    tokens: bool = Field(default=False, description="token ids in, logits over the task's vocabulary out")
+    readout: Literal["all", "last"] = Field(default="all", description="with tokens: logits at every "
+                                                                       "position, or at the last only")
 
     @model_validator(mode="before")
     @classmethod
@@ -103,6 +118,15 @@ def x_tokens(h: torch.Tensor, n_prompts: int) -> torch.Tensor:
     """The x-token rows (even positions) of a flat activation: (E, B·S, w) → (E, B·T, w)."""
     E, N, w = h.shape
     return h.view(E, n_prompts, N // n_prompts, w)[:, :, 0::2].reshape(E, -1, w)
+
+
+def keep_rows(h: torch.Tensor, n_prompts: int, x_only) -> torch.Tensor:
+    """The rows a block keeps: the x-tokens when `x_only` is True, the positions `x_only` picks
+    when it is a slice (token mode: the last one), all of them otherwise. (E, B·S, w) → (E, B·S', w)."""
+    if isinstance(x_only, slice):
+        E, N, w = h.shape
+        return h.view(E, n_prompts, N // n_prompts, w)[:, :, x_only].reshape(E, -1, w)
+    return x_tokens(h, n_prompts) if x_only else h
 
 
 def hook_flat(hook: HookPoint, h: torch.Tensor, n_prompts: int) -> torch.Tensor:
@@ -147,7 +171,7 @@ class Attention(nn.Module):
                 pattern = self.hook_pattern(pattern.view(E, B, H, S, S)).reshape(E * B, H, S, S)
             z = pattern @ v
         z = z.transpose(1, 2)                                                 # (E·B, S, H, dh)
-        z = z[:, 0::2] if x_only else z
+        z = z[:, x_only] if isinstance(x_only, slice) else (z[:, 0::2] if x_only else z)
         return self.out(z.reshape(E, -1, w))                                  # heads back to width
 
 
@@ -157,10 +181,11 @@ class MLP(nn.Module):
         w, hidden, std = config.width, config.mlp_ratio * config.width, config.init_std
         self.fc = EnsembleLinear(seeds, w, hidden, std, salt, dtype)
         self.proj = EnsembleLinear(seeds, hidden, w, std / math.sqrt(2 * config.n_layers), salt + 1, dtype)
+        self.act = F.relu if config.activation == "relu" else F.gelu
 
     def forward(self, h: torch.Tensor, norm) -> torch.Tensor:
         """MLP on norm(h): (E, N, width) → (E, N, width)."""
-        return self.proj(F.gelu(self.fc(h, norm)))
+        return self.proj(self.act(self.fc(h, norm)))
 
 
 class Block(nn.Module):
@@ -181,10 +206,21 @@ class Block(nn.Module):
         """(E, B·S, width) → (E, B·S, width), or (E, B·T, width) when `x_only`: in the last block
         only the x-tokens are read out, so the out-projection and MLP skip the y-tokens."""
         attn_out = hook_flat(self.attn.hook_out, self.attn(h, self.ln1, n_prompts, x_only), n_prompts)
-        h = hook_flat(self.hook_resid_mid, (x_tokens(h, n_prompts) if x_only else h) + attn_out, n_prompts)
+        h = hook_flat(self.hook_resid_mid, keep_rows(h, n_prompts, x_only) + attn_out, n_prompts)
         if self.mlp is not None:
             h = h + self.mlp(h, self.ln2)
         return hook_flat(self.hook_resid_post, h, n_prompts)
+
+
+def token_shape(tc) -> tuple[int, int]:
+    """(vocabulary, sequence length) of a token task's config: `vocab_size` / `seq_len`, else
+    `n_states` / `n_points`."""
+    vocab = getattr(tc, "vocab_size", None) or getattr(tc, "n_states", None)
+    length = getattr(tc, "seq_len", None) or getattr(tc, "n_points", None)
+    if not vocab or not length:
+        raise UsageError(f"model.tokens=true needs a token task (with a vocabulary and a sequence length); "
+                         f"task {getattr(tc, 'name', '?')!r} has none; allowed: tasks with vocab_size/n_states")
+    return int(vocab), int(length)
 
 
 class GPT(EnsembleModel):
@@ -193,6 +229,9 @@ class GPT(EnsembleModel):
     def __init__(self, config: GPTConfig, task, seeds, dtype=torch.float32):
         super().__init__(len(seeds))
         tc = task_config(task)
+        if config.tokens:
+            self._init_tokens(config, tc, seeds, dtype)
+            return
         d = tc.d
         max_points = max(tc.n_points, getattr(tc, "test_points", tc.n_points)) + 1
         if d < 1:
@@ -210,6 +249,71 @@ class GPT(EnsembleModel):
         self.hook_embed, self.hook_pred = HookPoint(), HookPoint()
         self.setup_hooks()
 
+    def _init_tokens(self, config: GPTConfig, tc, seeds, dtype) -> None:
+        V, S = token_shape(tc)
+        self.config, self.vocab, self.max_points = config, V, S
+        self.prefix_outputs = config.readout == "all"
+        E, w, std = len(seeds), config.width, config.init_std
+        self.embed = nn.Parameter(seeded_normal(seeds, (V, w), std, 0, dtype))
+        self.pos = nn.Parameter(seeded_normal(seeds, (S, w), std, 1, dtype)) if config.positional else None
+        self.blocks = nn.ModuleList(Block(config, seeds, i, dtype) for i in range(config.n_layers))
+        self.ln_f = EnsembleLayerNorm(E, w, dtype) if config.layernorm else None
+        self.read_out = EnsembleLinear(seeds, w, V, std, 2, dtype)
+        self.hook_embed, self.hook_pred = HookPoint(), HookPoint()
+        self.setup_hooks()
+
+    def forward_tokens(self, batch) -> torch.Tensor:
+        """Logits from token ids batch.x (E' ∈ {1, E}, B, S): (E, B, V) at the last position
+        (`readout="last"`) or (E, B, S, V) at every position (`readout="all"`)."""
+        x = batch.x
+        E, (Ex, B, S) = self.n_seeds, x.shape
+        if x.dim() != 3 or Ex not in (1, E) or S > self.max_points:
+            raise UsageError(f"batch.x has shape {tuple(x.shape)}; the token GPT takes token ids "
+                             f"(1 or {E}, B, S ≤ {self.max_points})")
+        ids = x.expand(E, B, S)
+        h = self.embed[torch.arange(E, device=x.device)[:, None, None], ids]          # (E, B, S, w)
+        if self.pos is not None:
+            h = h + self.pos[:, None, :S]
+        h = hook_flat(self.hook_embed, h.reshape(E, B * S, -1), B)
+        # read out at the last position only: the last block works on it alone after its attention
+        # (without hooks; with hooks attached every hook keeps all tokens)
+        last = len(self.blocks) - 1
+        trim = self.config.readout == "last" and not self.hooks_active
+        for i, block in enumerate(self.blocks):
+            h = block(h, B, x_only=slice(S - 1, S) if trim and i == last else False)
+        if self.config.readout == "last":
+            logits = self.read_out(h.view(E, B, -1, h.shape[-1])[:, :, -1], self.ln_f)  # (E, B, V)
+        else:
+            logits = self.read_out(h, self.ln_f).view(E, B, S, -1)
+        return self.hook_pred(logits)
+
+    def loss(self, pred: torch.Tensor, batch) -> torch.Tensor:
+        """Per-seed loss (E,): cross-entropy of the logits in token mode, else ½·MSE (the base's)."""
+        if not self.config.tokens:
+            return super().loss(pred, batch)
+        E, V = pred.shape[0], pred.shape[-1]
+        y = batch.y.expand(E, *batch.y.shape[1:])
+        ce = F.cross_entropy(pred.reshape(-1, V), y.reshape(-1), reduction="none")
+        return ce.view(E, -1).mean(1)
+
+    @torch.no_grad()
+    def spectral_matrices(self) -> dict[str, torch.Tensor]:
+        """Every block's W_Q, W_K, W_V (E, w, w) and per head h QK_h = W_Q,h W_K,hᵀ and
+        OV_h = W_V,h W_O,h (E, w, w), as `blocks.{i}.attn.{w_q,w_k,w_v,qk.{h},ov.{h}}`."""
+        out = {}
+        w, H = self.config.width, self.config.n_heads
+        dh = w // H
+        for i, block in enumerate(self.blocks):
+            W, Wo = block.attn.qkv.weight.detach(), block.attn.out.weight.detach()
+            Wq, Wk, Wv = W[..., :w], W[..., w:2 * w], W[..., 2 * w:]
+            name = f"blocks.{i}.attn"
+            out.update({f"{name}.w_q": Wq, f"{name}.w_k": Wk, f"{name}.w_v": Wv})
+            for h in range(H):
+                cols = slice(h * dh, (h + 1) * dh)
+                out[f"{name}.qk.{h}"] = Wq[..., cols] @ Wk[..., cols].transpose(-1, -2)
+                out[f"{name}.ov.{h}"] = Wv[..., cols] @ Wo[..., cols, :]
+        return out
+
     def tokens(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x (E', B, T, d), y (E', B, T) → interleaved tokens (E', B, 2T−1, d), y-tokens (y, 0, …, 0)."""
         y_tokens = F.pad(y[..., None], (0, self.d - 1))
@@ -217,7 +321,10 @@ class GPT(EnsembleModel):
         return torch.stack([x, y_tokens], dim=3).flatten(2, 3)[:, :, : 2 * T - 1]
 
     def forward(self, batch) -> torch.Tensor:
-        """Predictions of every y_t from the points before it and x_t: (E, B, T)."""
+        """Predictions of every y_t from the points before it and x_t: (E, B, T); token mode:
+        `forward_tokens`."""
+        if self.config.tokens:
+            return self.forward_tokens(batch)
         x, y = batch.x, batch.y
         Ex, B, T, d = x.shape
         E = self.n_seeds

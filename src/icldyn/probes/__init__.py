@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from icldyn.probes.base import Probe, ProbeFactory, RecordContext
 from icldyn.probes.features import feature_probe
+from icldyn.probes.grokking import grokking_probe
 from icldyn.probes.induction import induction_probe
 from icldyn.probes.lsa import effective_matrix_probe
 from icldyn.probes.lsa_modes import lsa_mode_probe, spectral_probe
@@ -17,6 +18,7 @@ from icldyn.probes.multihead import (attention_probe, estimator_probe, projected
                                      task_loss_probe)
 from icldyn.probes.regression import alignment_probe, baseline_probe
 from icldyn.probes.softmax_regression import softmax_regression_probe
+from icldyn.probes.spectral import matrix_spectral_probe
 from icldyn.registry import Registry
 
 PROBES: Registry[ProbeFactory] = Registry("probe")
@@ -25,8 +27,10 @@ PROBES.register("alignment", alignment_probe)
 PROBES.register("lsa_effective_matrix", effective_matrix_probe)
 PROBES.register("lsa_modes", lsa_mode_probe)
 PROBES.register("spectral", spectral_probe)
+PROBES.register("matrix_spectral", matrix_spectral_probe)
 PROBES.register("feature_attention", feature_probe)
 PROBES.register("induction", induction_probe)
+PROBES.register("grokking", grokking_probe)
 PROBES.register("multihead_semi_singular", semi_singular_probe)
 PROBES.register("multihead_projected_loss", projected_loss_probe)
 PROBES.register("multihead_task_loss", task_loss_probe)

@@ -4,6 +4,7 @@ from icldyn.config import config_union
 from icldyn.registry import Registry
 from icldyn.tasks.base import Batch, Task
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
+from icldyn.tasks.modular_arithmetic import ModularArithmeticConfig, ModularArithmeticTask
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramSplitConfig, NgramSplitTask
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
 from icldyn.tasks.softmax_regression import SoftmaxRegressionConfig, SoftmaxRegressionTask
@@ -16,6 +17,7 @@ TASKS.register("ngram-markov-split", (NgramSplitConfig, NgramSplitTask))
 TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegressionTask))
 TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
 TASKS.register("softmax-regression", (SoftmaxRegressionConfig, SoftmaxRegressionTask))
+TASKS.register("modular-arithmetic", (ModularArithmeticConfig, ModularArithmeticTask))
 
 # The union of the registered task configs, selected by `name` (`--set task.name=...`).
 TaskConfig = config_union(TASKS)
