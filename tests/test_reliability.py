@@ -246,3 +246,14 @@ def test_same_seed_same_metrics_in_another_process(tmp_path, reference, threads)
     r = cli_subprocess(tmp_path, threads=threads)
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(metrics_of(run_dir_of(tmp_path)), metrics_of(reference), check_exact=True)
+
+
+def test_claims_into_a_folder_that_refuses_writes_exits_4(copy_of, monkeypatch):
+    run = copy_of()
+    before = (run / "claims.json").read_bytes()
+    monkeypatch.setattr(store.os, "replace", _fail_nth(1, PermissionError(errno.EACCES, "Permission denied"),
+                                                       os.replace))
+    r = invoke("claims", run)
+    one_sentence_error(r, code=4)
+    assert "claims.json" in r.output and "no permission" in r.output
+    assert (run / "claims.json").read_bytes() == before

@@ -17,7 +17,7 @@ import yaml
 
 from icldyn import store
 from icldyn.config import apply_overrides
-from icldyn.errors import UsageError
+from icldyn.errors import EnvironmentFailure, UsageError
 from icldyn.experiments import EXPERIMENTS, config_from_dict
 from icldyn.experiments.base import sweep_variants
 from icldyn.runner import check_resources, mark, now, start_run_dir, train_one
@@ -146,8 +146,12 @@ def recompute_claims(run: Run | str | Path) -> list[dict]:
     claims = [c.to_dict() for c in exp.claims(run)]
     write_json(run.path / "claims.json", {"experiment": exp.name, "run": str(run.path), "claims": claims})
     run.claims = claims
-    (run.path / "figures").mkdir(exist_ok=True)
-    exp.figures(run)
+    try:
+        (run.path / "figures").mkdir(exist_ok=True)
+        exp.figures(run)
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot write the figures of {run.path} ({err.strerror or type(err).__name__}); "
+                                 f"make the folder writable and run `icldyn claims {run.path}`") from None
     return claims
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from icldyn.errors import EnvironmentFailure
 from icldyn.store import RunDir, read_json, write_json, write_text
 from icldyn.train.trainer import Trainer
 from icldyn.version import __version__
@@ -66,9 +67,13 @@ def train_one(exp, config, rd: RunDir, device: torch.device, resume: bool, progr
 
     `progress(label, step, total, loss)` is called after every update. The directory is locked
     while it is written: a second live writer stops with a UsageError (`RunDir.lock`)."""
-    with rd.lock():
-        remove_leftovers(rd)
-        _train_locked(exp, config, rd, device, resume, progress, label)
+    try:
+        with rd.lock():
+            remove_leftovers(rd)
+            _train_locked(exp, config, rd, device, resume, progress, label)
+    except OSError as err:  # a folder the environment refuses outside the store's own writes
+        raise EnvironmentFailure(f"cannot write in {rd.path} ({err.strerror or type(err).__name__}: "
+                                 f"{err.filename or ''}); fix the folder, then continue with --resume") from None
 
 
 def remove_leftovers(rd: RunDir) -> None:
