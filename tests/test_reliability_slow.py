@@ -52,6 +52,7 @@ def test_random_kills_then_resume(tmp_path):
     reference = api.run("linreg-lsa", "quick", dict(SMALL), out=tmp_path / "reference").path
     rng = random.Random(0)
     outcomes = {"killed": 0, "finished before the kill": 0}
+    kept = []  # the last checkpoint step each kill left: where in the run the kills landed
     for trial in range(TRIALS):
         out = tmp_path / f"trial{trial}"
         proc = start(out)
@@ -61,12 +62,13 @@ def test_random_kills_then_resume(tmp_path):
         code = proc.wait()
         outcomes["killed" if code == -signal.SIGKILL else "finished before the kill"] += 1
         path = run_dir(out)
+        kept.append((store.RunDir(path).checkpoint_steps() or [None])[-1])
         checked = store.check_run_dir(path, api.config_from_dict)
         assert checked.state in ("incomplete", "complete"), (trial, checked)
         api.run("linreg-lsa", "quick", dict(SMALL), out=out, resume=True)
         same_metrics(path, reference)
         assert store.check_run_dir(path, api.config_from_dict).state == "complete"
-    print(f"kill trials: {outcomes}")
+    print(f"kill trials: {outcomes}; last checkpoint kept by each: {kept}")
     assert outcomes["killed"] >= TRIALS // 2
 
 
