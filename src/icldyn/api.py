@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -16,10 +17,10 @@ import yaml
 
 from icldyn import store
 from icldyn.config import apply_overrides
-from icldyn.errors import UsageError
+from icldyn.errors import EnvironmentFailure, UsageError
 from icldyn.experiments import EXPERIMENTS, config_from_dict
 from icldyn.experiments.base import sweep_variants
-from icldyn.runner import mark, now, start_run_dir, train_one
+from icldyn.runner import check_resources, mark, now, start_run_dir, train_one
 from icldyn.store import Run, RunDir, write_json, write_text
 from icldyn.train.trainer import resolve_device
 from icldyn.workers import default_workers, train_in_workers
@@ -27,7 +28,8 @@ from icldyn.workers import default_workers, train_in_workers
 
 def run(experiment: str, preset: str = "quick", overrides: dict | list | None = None, *, seeds: int | None = None,
         device: str | None = None, out: str | Path = "runs", resume: bool = False,
-        progress: Callable | None = None, sweep: dict[str, list] | None = None, workers: int | None = 1) -> Run:
+        progress: Callable | None = None, sweep: dict[str, list] | None = None, workers: int | None = 1,
+        validate_only: bool = False) -> Run | None:
     """Train `experiment`'s models, record, and compute its claims; return the stored run.
 
     A complete run directory with the same config is reused; an incomplete one needs resume=True.
@@ -35,19 +37,33 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
     trains the product of the values into one sweep directory, replacing the experiment's own
     variants; claims that span configs read it. `workers`: processes training the variants side
     by side (None: one per core on CPU, see `icldyn.workers`); 1 trains them here, one by one.
+    `validate_only`: check everything (config, sweep values, memory) and return None, writing nothing.
     """
     exp = EXPERIMENTS[experiment]
+    _screen_sizes(overrides)
+    _screen_sizes({k: v for k, vs in (sweep or {}).items() if isinstance(vs, list) for v in vs})
     config = exp.config(preset, overrides, seeds=seeds, device=device)
     dev = resolve_device(config.device)
     name = config.run_name()
+    configs = [config]
     if sweep:
         for key, values in sweep.items():
-            apply_overrides(config, {key: values[0]} if values else {})  # checks the key
             if not isinstance(values, list) or not values:
-                raise UsageError(f"--sweep {key}: give a non-empty list of values, e.g. {key}=[1,2,3]")
+                raise UsageError(f"--sweep {key}: give a non-empty list of values, e.g. {key}=[1,2,3] "
+                                 f"(got {values!r})")
+        configs = [apply_overrides(config, ov) for ov in sweep_variants(sweep).values()]  # checks every value
         digest = hashlib.sha256(json.dumps(sweep, sort_keys=True, default=str).encode()).hexdigest()[:6]
         name = f"{name}-sweep{digest}"
+    for cfg in configs:
+        check_resources(cfg, dev, exp.dtype(cfg).itemsize)
+    if validate_only:
+        return None
     top = RunDir(Path(out) / experiment / name)
+    _check_out(Path(out))
+    holder = top.locked_by_other() if top.path.is_dir() else None
+    if holder:
+        raise UsageError(f"{top.path} is being written by another live process (pid {holder}); wait for it "
+                         f"to finish or stop it, then run again with --resume")
     if top.is_complete:
         return load_run(top.path)
     if top.is_run and not resume:
@@ -57,30 +73,70 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
     if variants is None:
         train_one(exp, config, top, dev, resume, progress, experiment)
     else:
-        start_run_dir(top, config, dev)
-        write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants, "swept": sweep or {}},
-                                                           sort_keys=False))
-        jobs = []
-        for name, ov in variants.items():
-            vrd = RunDir(top.path / "variants" / name)
-            if not vrd.is_complete:
-                jobs.append((f"{experiment}:{name}", apply_overrides(config, ov), vrd, resume and vrd.is_run))
-        n_workers = default_workers(dev, len(jobs)) if workers is None else min(workers, len(jobs))
-        if n_workers > 1:
-            train_in_workers(experiment, [(label, cfg, vrd.path, res) for label, cfg, vrd, res in jobs], dev,
-                             n_workers, progress)
-        else:
-            for label, cfg, vrd, res in jobs:
-                train_one(exp, cfg, vrd, dev, res, progress, label)
+        with top.lock():
+            _train_variants(exp, experiment, config, top, variants, sweep, dev, resume, progress, workers)
     result = load_run(top.path)
     recompute_claims(result)
     mark(top, end=now(), complete=True)
     return load_run(top.path)
 
 
+# sizes (dimensions, lengths, counts of prompts) past this are refused before the config is even built:
+# validating some of them costs O(size) (e.g. task.d's default eigenvalue list), and none could fit
+SIZE_KEYS = {"d", "n_points", "d_model", "n_states", "batch_size", "eval_prompts", "eval_prompts_during",
+             "dataset_size", "n_heads", "n_layers", "n_tasks", "vocab_size", "k"}
+MAX_SIZE = 10**8
+
+
+def _screen_sizes(overrides: dict | list | None) -> None:
+    from icldyn.config import parse_value
+
+    if isinstance(overrides, list):
+        overrides = dict(item.split("=", 1) for item in overrides if "=" in item)
+        overrides = {k.strip(): parse_value(v.strip()) for k, v in overrides.items()}
+    for key, value in (overrides or {}).items():
+        if key.split(".")[-1] in SIZE_KEYS and isinstance(value, (int, float)) and value > MAX_SIZE:
+            raise UsageError(f"{key}={value:g} is too large to fit in memory (a size may be at most "
+                             f"{MAX_SIZE:.0e}); lower it")
+
+
+def _check_out(out: Path) -> None:
+    """The output root must exist or be creatable as a folder: else a UsageError, before any training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {out} ({err.strerror or type(err).__name__}); "
+                         f"pass --out a folder you can write to") from None
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"the output folder {out} is not a writable folder; pass --out a folder you can write to")
+
+
+def _train_variants(exp, experiment, config, top, variants, sweep, dev, resume, progress, workers) -> None:
+    start_run_dir(top, config, dev)
+    write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants, "swept": sweep or {}},
+                                                       sort_keys=False))
+    jobs = []
+    for name, ov in variants.items():
+        vrd = RunDir(top.path / "variants" / name)
+        if not vrd.is_complete:
+            jobs.append((f"{experiment}:{name}", apply_overrides(config, ov), vrd, resume and vrd.is_run))
+    n_workers = default_workers(dev, len(jobs)) if workers is None else min(workers, len(jobs))
+    if n_workers > 1:
+        train_in_workers(experiment, [(label, cfg, vrd.path, res) for label, cfg, vrd, res in jobs], dev,
+                         n_workers, progress)
+    else:
+        for label, cfg, vrd, res in jobs:
+            train_one(exp, cfg, vrd, dev, res, progress, label)
+
+
 def load_run(path: str | Path) -> Run:
     """Load a stored run (or sweep) directory with its config typed by its experiment's config class."""
     return store.load_run(path, config_from_dict)
+
+
+def check(path: str | Path) -> store.CheckResult:
+    """`icldyn check`: the store's verifier with configs typed (so the config hash is compared)."""
+    return store.check_run_dir(path, config_from_dict)
 
 
 def recompute_claims(run: Run | str | Path) -> list[dict]:
@@ -90,8 +146,12 @@ def recompute_claims(run: Run | str | Path) -> list[dict]:
     claims = [c.to_dict() for c in exp.claims(run)]
     write_json(run.path / "claims.json", {"experiment": exp.name, "run": str(run.path), "claims": claims})
     run.claims = claims
-    (run.path / "figures").mkdir(exist_ok=True)
-    exp.figures(run)
+    try:
+        (run.path / "figures").mkdir(exist_ok=True)
+        exp.figures(run)
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot write the figures of {run.path} ({err.strerror or type(err).__name__}); "
+                                 f"make the folder writable and run `icldyn claims {run.path}`") from None
     return claims
 
 

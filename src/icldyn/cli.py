@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from icldyn.errors import DivergedError, UsageError
+from icldyn.errors import DivergedError, EnvironmentFailure, UsageError
+
+# the errors a command answers with one sentence and their exit code (2 usage, 3 diverged, 4 environment)
+KNOWN = (UsageError, DivergedError, EnvironmentFailure)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="icldyn: the training dynamics of in-context learning, runnable and checkable.")
@@ -100,6 +103,8 @@ def run(
     workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the training loss (train.compile=true); "
                                                           "falls back to eager with a note where it fails"),
+    validate: bool = typer.Option(False, "--validate", help="check the config, sweep and memory estimate; "
+                                                           "train nothing, write nothing"),
 ):
     """Train an experiment, record its dynamics, print its claims."""
     from icldyn import api
@@ -116,10 +121,15 @@ def run(
                 raise UsageError(f"--sweep takes key=[v1,v2,...], got {item!r}")
             key, values = item.split("=", 1)
             grid[key.strip()] = parse_value(values.strip())
+        if validate:
+            api.run(experiment, preset, set_ or None, seeds=seeds, device=device, out=out, sweep=grid or None,
+                    validate_only=True)
+            console.print(f"{experiment} ({preset}): the config is valid; nothing was run")
+            return
         with bar:
             result = api.run(experiment, preset, set_ or None, seeds=seeds, device=device, out=out,
                              resume=resume, progress=update, sweep=grid or None, workers=workers)
-    except (UsageError, DivergedError) as err:
+    except KNOWN as err:
         _fail(err)
     except KeyboardInterrupt:
         _interrupted()
@@ -140,7 +150,7 @@ def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
 
     try:
         result = api.recompute_claims(run_dir)
-    except UsageError as err:
+    except KNOWN as err:
         _fail(err)
     console.print(claims_table(result, str(run_dir)))
     if strict and any(c["passed"] is False for c in result):
@@ -160,7 +170,7 @@ def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="defa
     try:
         with bar:
             summary = api.reproduce(experiments or None, out=out, progress=update, workers=workers)
-    except (UsageError, DivergedError) as err:
+    except KNOWN as err:
         _fail(err)
     except KeyboardInterrupt:
         _interrupted()
@@ -194,12 +204,46 @@ def bench(json_out: Optional[Path] = typer.Option(None, "--json", help="write th
     return results
 
 
+@app.command()
+def check(run_dir: Path = typer.Argument(..., help="a run or sweep directory made by `icldyn run`")):
+    """Is this run directory whole? Exit 0 when complete or cleanly incomplete, 2 when damaged."""
+    from icldyn import api
+
+    result = api.check(run_dir)
+    for note in _all_notes(result):
+        console.print(f"[dim]note:[/] {note}", soft_wrap=True, highlight=False)
+    for problem in result.sentences():
+        err_console.print(f"[bold red]damaged:[/] {problem}", soft_wrap=True, highlight=False)
+    colour = {"complete": "green", "incomplete": "yellow", "damaged": "red"}[result.state]
+    hint = "; continue it with `icldyn run ... --resume`" if result.state == "incomplete" else ""
+    console.print(f"{run_dir}: [{colour}]{result.state}[/]{hint}", soft_wrap=True, highlight=False)
+    if result.state == "damaged":
+        raise typer.Exit(2)
+
+
+def _all_notes(result) -> list[str]:
+    return result.notes + [n for v in result.variants.values() for n in _all_notes(v)]
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         err_console.print(INTERRUPTED, soft_wrap=True, highlight=False)
         sys.exit(130)
+    except KNOWN as err:  # raised outside a command's own handler
+        err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+        sys.exit(err.exit_code)
+    except Exception as err:  # noqa: BLE001 - last resort: a bug, said in one line
+        import os
+        import traceback
+
+        if os.environ.get("ICLDYN_DEBUG"):
+            traceback.print_exc()
+        err_console.print(f"[bold red]internal error[/] (a bug in icldyn, please report it): "
+                          f"{type(err).__name__}: {err}; set ICLDYN_DEBUG=1 to see the traceback",
+                          soft_wrap=True, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Below both the API (which adds sweeps, claims and reuse of complete runs) and th
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Callable
 
 import torch
 
-from icldyn.store import RunDir, write_json, write_text
+from icldyn.errors import EnvironmentFailure
+from icldyn.store import RunDir, read_json, write_json, write_text
 from icldyn.train.trainer import Trainer
 from icldyn.version import __version__
 
@@ -48,7 +48,7 @@ def environment(device: torch.device, config) -> dict:
 def mark(rd: RunDir, **fields) -> None:
     """Update fields of a run directory's env.json (e.g. end time, complete)."""
     env_file = rd.path / "env.json"
-    env = json.loads(env_file.read_text()) if env_file.exists() else {}
+    env = read_json(env_file) if env_file.exists() else {}
     env.update(fields)
     write_json(env_file, env)
 
@@ -65,7 +65,25 @@ def train_one(exp, config, rd: RunDir, device: torch.device, resume: bool, progr
               label: str) -> None:
     """Train one config of experiment `exp` into `rd` (resuming from its last checkpoint if asked).
 
-    `progress(label, step, total, loss)` is called after every update."""
+    `progress(label, step, total, loss)` is called after every update. The directory is locked
+    while it is written: a second live writer stops with a UsageError (`RunDir.lock`)."""
+    try:
+        with rd.lock():
+            remove_leftovers(rd)
+            _train_locked(exp, config, rd, device, resume, progress, label)
+    except OSError as err:  # a folder the environment refuses outside the store's own writes
+        raise EnvironmentFailure(f"cannot write in {rd.path} ({err.strerror or type(err).__name__}: "
+                                 f"{err.filename or ''}); fix the folder, then continue with --resume") from None
+
+
+def remove_leftovers(rd: RunDir) -> None:
+    """Delete the temporary files an interrupted atomic write left behind (never a finished file)."""
+    for tmp in rd.path.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _train_locked(exp, config, rd: RunDir, device: torch.device, resume: bool, progress: Callable | None,
+                  label: str) -> None:
     start_run_dir(rd, config, device)
     task = exp.build_task(config)
     seeds = list(range(config.seed, config.seed + config.n_seeds))
@@ -76,3 +94,46 @@ def train_one(exp, config, rd: RunDir, device: torch.device, resume: bool, progr
     trainer.fit(resume=resume)
     exp.after_training(rd, config, task, model, device)
     mark(rd, end=now(), complete=True)
+
+
+def memory_available(device: torch.device) -> int | None:
+    """Bytes free for a run: the GPU's free memory, else /proc/meminfo's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_lower_bound(config, itemsize: int) -> int:
+    """Bytes a run needs at least: parameters with gradients and two optimizer moments (4 copies of
+    n_layers·12·width² per seed, the count of a transformer block), one training batch of
+    tokens (seeds·batch·tokens·width) and one layer's attention scores (seeds·batch·heads·tokens²).
+
+    width = the largest of task.d + 1, task.n_states and model.d_model; tokens = 2·(n_points + 1)
+    (interleaved x and y). A lower bound, not a forecast: a run it lets through may still exhaust
+    memory (activations of every layer, evaluation batches), but one it refuses cannot fit."""
+    task, model, train = config.task, config.model, config.train
+    width = max(getattr(task, "d", 0) + 1, getattr(task, "n_states", 0), getattr(model, "d_model", 0) or 0, 1)
+    tokens = 2 * (getattr(task, "n_points", 1) + 1)
+    layers, heads = getattr(model, "n_layers", 1), getattr(model, "n_heads", 1) or 1
+    seeds, batch = config.n_seeds, train.batch_size
+    params = 4 * layers * 12 * width * width * seeds
+    inputs = seeds * batch * tokens * width
+    scores = seeds * batch * heads * tokens * tokens
+    return (params + inputs + scores) * itemsize
+
+
+def check_resources(config, device: torch.device, itemsize: int) -> None:
+    """Refuse (UsageError) a config whose `memory_lower_bound` exceeds the memory available."""
+    from icldyn.errors import UsageError
+
+    need, have = memory_lower_bound(config, itemsize), memory_available(device)
+    if have is not None and need > have:
+        raise UsageError(f"this config needs at least {need / 2**30:.3g} GiB of memory ({device.type}) but "
+                         f"{have / 2**30:.3g} GiB are available; lower task.d, task.n_points, train.batch_size "
+                         f"or --seeds")

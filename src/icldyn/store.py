@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import os
+import signal
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,10 +23,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from icldyn.errors import UsageError
+from icldyn.errors import EnvironmentFailure, UsageError
 
+LOCK_NAME = ".lock"
 METRIC_COLUMNS = ["step", "time", "seed", "name", "value"]
 # curves.parquet: a curve against a swept x (n_examples, S1, prune_rate, …); any further column is a
 # condition (alpha_test, shift, order, …). Files of the older five-column form still read.
@@ -31,18 +36,54 @@ LEGACY_CURVE_COLUMNS = ["predictor", "n_examples", "mse", "stderr", "seed"]
 THEORY_COLUMNS = ["time", "name", "value"]
 
 
+# Test-only fault hook: "PATTERN" or "PATTERN@N" (fnmatch on the file name); the first (N-th) write
+# of a matching file kills its own process (SIGKILL) after the temporary file is written and before
+# the rename, as a kill -9 or a power cut at the worst moment would.
+FAULT_KILL_ENV = "ICLDYN_FAULT_KILL"
+_fault_count = [0]
+
+
+def _fault_hook(path: Path) -> None:
+    fault = os.environ.get(FAULT_KILL_ENV)
+    if not fault:
+        return
+    pattern, _, nth = fault.partition("@")
+    if fnmatch.fnmatch(path.name, pattern):
+        _fault_count[0] += 1
+        if _fault_count[0] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path`: readers never see a half-written file."""
+    """Call write(tmp_path) then rename onto `path`: readers never see a half-written file.
+
+    A write the environment refuses (disk full, no permission, read-only or vanished folder) is an
+    EnvironmentFailure naming the file; the file's previous version, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
+        _fault_hook(path)
         os.replace(tmp, path)
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot write {path}: {_reason(err)}") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _reason(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "no permission to write there"
+    return f"{err.strerror or err}"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -70,16 +111,25 @@ def write_table(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"meta": json.dumps(meta)}))
+    # serialised in memory, written by Python: a full disk is an OSError, not a SafetensorError
+    data = save(tensors, metadata={"meta": json.dumps(meta)})
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and meta of a checkpoint; a damaged or missing file is a UsageError naming it."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata().get("meta", "{}"))
-    return load_file(str(path)), meta
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata().get("meta", "{}"))
+        return load_file(str(path)), meta
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise UsageError(f"checkpoint {path} is damaged or unreadable ({type(err).__name__}); "
+                         f"delete it to resume from the one before") from None
 
 
 class RunDir:
@@ -102,14 +152,55 @@ class RunDir:
     @property
     def is_complete(self) -> bool:
         env = self.path / "env.json"
-        return env.exists() and json.loads(env.read_text()).get("complete", False)
+        if not env.exists():
+            return False
+        data = read_json(env)
+        return isinstance(data, dict) and data.get("complete", False) is True
 
     def write_metrics(self, rows: list[dict]) -> None:
         write_table(self.path / "metrics.parquet", pd.DataFrame(rows), METRIC_COLUMNS)
 
     def read_metric_rows(self) -> list[dict]:
-        f = self.path / "metrics.parquet"
-        return pd.read_parquet(f).to_dict("records") if f.exists() else []
+        return _read_table(self.path / "metrics.parquet", METRIC_COLUMNS).to_dict("records")
+
+    @contextmanager
+    def lock(self):
+        """Hold this directory's writer lock: another live process holding it is a UsageError.
+
+        An advisory `flock` on `<dir>/.lock`: the kernel drops it when its process dies, so the
+        lock of a killed run is stale at once and the next writer simply takes it."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise UsageError(f"{self.path} is being written by another live process (pid {holder}); "
+                                 f"wait for it to finish or stop it, then run again with --resume") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # releases the flock
+
+    def locked_by_other(self) -> str | None:
+        """The pid text of a live process holding this directory's lock, else None."""
+        import fcntl
+
+        f = self.path / LOCK_NAME
+        if not f.exists():
+            return None
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
 
     def write_curves(self, frame: pd.DataFrame) -> None:
         """Write curves in the general schema (a five-column legacy frame is converted first)."""
@@ -190,7 +281,26 @@ class Run:
 
 
 def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame({c: [] for c in columns})
+    """A Parquet table of a run directory (empty when absent); damaged or wrong: a UsageError."""
+    if not path.exists():
+        return pd.DataFrame({c: [] for c in columns})
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise UsageError(f"{path} is damaged and cannot be read as Parquet ({type(err).__name__}); "
+                         f"restore it or rerun (with --resume, from the last checkpoint)") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing and not (path.name == "curves.parquet" and set(LEGACY_CURVE_COLUMNS) <= set(frame.columns)):
+        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}; expected {', '.join(columns)}")
+    return frame
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path} is damaged and is not JSON ({type(err).__name__}); restore it, or delete it "
+                         f"and let icldyn write it again") from None
 
 
 def general_curves(frame: pd.DataFrame) -> pd.DataFrame:
@@ -214,8 +324,11 @@ def read_config_dict(path: Path) -> dict:
                          f"pass a directory made by `icldyn run`")
     try:
         data = yaml.safe_load((path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UsageError(f"cannot read {path / 'config.yaml'}: {err}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"{path / 'config.yaml'} does not parse as plain YAML{at} ({type(err).__name__}); "
+                         f"restore it from the run's settings, or delete the directory to start over") from None
     if not isinstance(data, dict) or "experiment" not in data:
         raise UsageError(f"{path / 'config.yaml'} is not an icldyn config (no 'experiment' key)")
     return data
@@ -231,7 +344,11 @@ def load_run(path: str | Path, parse_config: Callable[[dict], Any] | None = None
     raw = read_config_dict(path)
     config = parse_config(raw) if parse_config is not None else raw
     claims_file = path / "claims.json"
-    claims = json.loads(claims_file.read_text())["claims"] if claims_file.exists() else []
+    claims = read_json(claims_file) if claims_file.exists() else {"claims": []}
+    if not isinstance(claims, dict) or not isinstance(claims.get("claims"), list):
+        raise UsageError(f"{claims_file} is not an icldyn claims file (no 'claims' list); delete it and run "
+                         f"`icldyn claims {path}` to write it again")
+    claims = claims["claims"]
     env_file = path / "env.json"
     return Run(
         path=path,
@@ -240,7 +357,129 @@ def load_run(path: str | Path, parse_config: Callable[[dict], Any] | None = None
         curves=general_curves(_read_table(path / "curves.parquet", CURVE_COLUMNS)),
         theory=_read_table(path / "theory.parquet", THEORY_COLUMNS),
         claims=claims,
-        env=json.loads(env_file.read_text()) if env_file.exists() else {},
+        env=read_json(env_file) if env_file.exists() else {},
         parse_config=parse_config,
     )
 
+
+
+@dataclass
+class CheckResult:
+    """What `check_run_dir` found: state is complete | incomplete | damaged; one sentence per problem
+    (damaged) and per note (harmless: leftover temporary files, a live writer)."""
+
+    path: Path
+    state: str
+    problems: list[str]
+    notes: list[str]
+    variants: dict[str, "CheckResult"]
+
+    def sentences(self) -> list[str]:
+        out = list(self.problems)
+        for v in self.variants.values():
+            out += v.sentences()
+        return out
+
+
+def check_run_dir(path: str | Path, parse_config: Callable[[dict], Any] | None = None) -> CheckResult:
+    """Verify a run or sweep directory: every file parses, checkpoints load and name their own step,
+    metrics are monotone in step, rectangular over seeds and reach the last checkpoint, and (given
+    `parse_config`) config.yaml's hash is the one env.json recorded when the run was written."""
+    path = Path(path)
+    problems: list[str] = []
+    notes: list[str] = []
+    if path.is_dir() and not (path / "config.yaml").exists() and not _written_files(path):
+        return CheckResult(path, "incomplete", [], [f"{path} was started but nothing is written yet"], {})
+    raw = _checked(problems, read_config_dict, path)
+    if raw is None:
+        return CheckResult(path, "damaged", problems, notes, {})
+    env = _checked(problems, read_json, path / "env.json") if (path / "env.json").exists() else {}
+    if not isinstance(env, dict):
+        problems.append(f"{path / 'env.json'} is not a JSON object")
+        env = {}
+    if parse_config is not None:
+        config = _checked(problems, parse_config, raw)
+        recorded = env.get("config_hash")
+        if config is not None and recorded and config.config_hash() != recorded:
+            problems.append(f"{path / 'config.yaml'} has changed since the run was written (config hash "
+                            f"{config.config_hash()}, recorded {recorded})")
+    if (path / "claims.json").exists():
+        _checked(problems, lambda: load_run(path).claims)
+    for name, cols in (("curves.parquet", CURVE_COLUMNS), ("theory.parquet", THEORY_COLUMNS)):
+        _checked(problems, _read_table, path / name, cols)
+    metrics = _checked(problems, _read_table, path / "metrics.parquet", METRIC_COLUMNS)
+    complete = env.get("complete") is True
+    steps = RunDir(path).checkpoint_steps() if (path / "checkpoints").is_dir() else []
+    for step in steps:
+        meta = _checked(problems, lambda s=step: load_checkpoint(RunDir(path).checkpoint_path(s))[1])
+        if meta is not None and meta.get("step") != step:
+            problems.append(f"checkpoint step_{step}.safetensors holds step {meta.get('step')}")
+    if metrics is not None:
+        problems += _metric_problems(path, metrics, steps, raw, complete, (path / "sweep.yaml").exists())
+    variants = _check_variants(path, parse_config, problems, complete)
+    notes += [f"{t.relative_to(path)} is left over from an interrupted write (harmless; removed on resume)"
+              for t in path.rglob(".*.tmp")]
+    holder = RunDir(path).locked_by_other()
+    if holder:
+        notes.append(f"{path} is being written now by process {holder}")
+    incomplete = not complete or holder or any(v.state != "complete" for v in variants.values())
+    state = "damaged" if problems or any(v.state == "damaged" for v in variants.values()) else (
+        "incomplete" if incomplete else "complete")
+    return CheckResult(path, state, problems, notes, variants)
+
+
+def _written_files(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file() and p.name != LOCK_NAME and not p.name.endswith(".tmp")]
+
+
+def _checked(problems: list[str], fn, *args):
+    try:
+        return fn(*args)
+    except UsageError as err:
+        problems.append(str(err))
+        return None
+
+
+def _metric_problems(path: Path, metrics: pd.DataFrame, steps: list[int], raw: dict, complete: bool,
+                     is_sweep: bool) -> list[str]:
+    f, out = path / "metrics.parquet", []
+    if steps and metrics.empty:
+        return [f"{f} is missing or empty although checkpoints up to step {steps[-1]} exist"]
+    if not metrics.empty:
+        for (seed, name), group in metrics.groupby(["seed", "name"], sort=False):
+            if not group["step"].is_monotonic_increasing or group["step"].duplicated().any():
+                out.append(f"{f}: the steps of {name} (seed {seed}) are not strictly increasing")
+                break
+        seeds = metrics["seed"].nunique()
+        counts = metrics.groupby(["step", "name"])["seed"].nunique()
+        if (counts != seeds).any():
+            step, name = counts[counts != seeds].index[0]
+            out.append(f"{f}: step {step} of {name} lacks some of the {seeds} seeds")
+        if metrics["step"].min() != 0:
+            out.append(f"{f} does not start at step 0 (it starts at {metrics['step'].min()})")
+    total = (raw.get("train") or {}).get("steps") if isinstance(raw.get("train"), dict) else None
+    if complete and not is_sweep and total is not None:
+        if metrics.empty or metrics["step"].max() != total:
+            out.append(f"{f} does not reach the last step {total} although env.json says the run is complete")
+        if not steps or steps[-1] != total:
+            out.append(f"the checkpoint of the last step {total} is missing although the run is complete")
+    return out
+
+
+def _check_variants(path: Path, parse_config, problems: list[str], complete: bool) -> dict[str, CheckResult]:
+    import yaml
+
+    sweep_file = path / "sweep.yaml"
+    if not sweep_file.exists():
+        return {}
+    try:
+        listed = (yaml.safe_load(sweep_file.read_text()) or {}).get("variants") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as err:
+        problems.append(f"{sweep_file} does not parse as a sweep file ({type(err).__name__})")
+        listed = {}
+    base = path / "variants"
+    found = {p.name: check_run_dir(p, parse_config) for p in sorted(base.iterdir())} if base.is_dir() else {}
+    if complete:
+        problems += [f"variant {name} of {path} is missing although the sweep is complete"
+                     for name in listed if name not in found]
+    return found

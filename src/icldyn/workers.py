@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from queue import Empty
 from typing import Callable
@@ -62,8 +63,19 @@ def train_in_workers(experiment: str, jobs: list[tuple[str, object, Path, bool]]
     """Train `jobs` = [(label, config, run_dir_path, resume), ...] in `workers` processes.
 
     Every job runs to its end or its error; the first error (e.g. a diverged run, whose state is
-    kept) is raised here after the jobs already running have stopped.
+    kept) is raised here after the jobs already running have stopped. A worker killed from outside
+    (kill -9, the OOM killer) is an EnvironmentFailure: the variants keep their last checkpoints.
     """
+    from icldyn.errors import EnvironmentFailure
+
+    try:
+        _run_pool(experiment, jobs, device, workers, progress)
+    except BrokenProcessPool:
+        raise EnvironmentFailure("a worker process died (killed from outside, or out of memory); every "
+                                 "variant kept its last checkpoint: continue with --resume") from None
+
+
+def _run_pool(experiment: str, jobs: list, device: torch.device, workers: int, progress: Callable | None) -> None:
     ctx = multiprocessing.get_context("spawn")  # fork after torch's thread pools start is unsafe
     with ctx.Manager() as manager:
         queue = manager.Queue()

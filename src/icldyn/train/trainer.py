@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from icldyn.errors import DivergedError, UsageError
+from icldyn.errors import DivergedError, EnvironmentFailure, UsageError
 from icldyn.models.base import evaluate
 from icldyn.probes.base import Probe, RecordContext
 from icldyn.seeding import generator
@@ -208,11 +208,20 @@ class Trainer:
         return tensors
 
     def save(self) -> None:
+        """Metrics, then the checkpoint of this step. A write the environment refuses stops the run;
+        every file written before stays as it was (atomic writes), so --resume continues from it."""
         if self.run_dir is None:
             return
-        self.run_dir.write_metrics(self.rows)
-        save_checkpoint(self.run_dir.checkpoint_path(self.step), self.state_tensors(),
-                        {"step": self.step, "time": self.time, "seeds": self.seeds})
+        try:
+            self.run_dir.write_metrics(self.rows)
+            save_checkpoint(self.run_dir.checkpoint_path(self.step), self.state_tensors(),
+                            {"step": self.step, "time": self.time, "seeds": self.seeds})
+        except EnvironmentFailure as err:
+            kept = [k for k in self.run_dir.checkpoint_steps() if k < self.step]
+            where = f"the checkpoint of step {kept[-1]}" if kept else "no checkpoint yet"
+            raise EnvironmentFailure(f"the run stopped at step {self.step}: {err}; kept {where} and the "
+                                     f"metrics before it: make room or fix the folder, then continue with "
+                                     f"--resume") from None
 
     def restore(self) -> bool:
         """Load the latest checkpoint and the metrics before it; False when there is none."""
