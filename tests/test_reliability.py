@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from icldyn import api, store
+from icldyn import api, store, verify
 from icldyn.cli import app
 from icldyn.errors import EnvironmentFailure, UsageError
 
@@ -126,7 +126,7 @@ def test_missing_checkpoint_and_edited_config(copy_of):
 def test_check_accepts_a_whole_run_and_says_complete(reference):
     r = invoke("check", reference)
     assert r.exit_code == 0 and "complete" in r.output
-    result = store.check_run_dir(reference)
+    result = verify.check_run_dir(reference)
     assert result.state == "complete" and result.problems == []
 
 
@@ -156,7 +156,7 @@ def test_a_second_writer_stops_and_a_stale_lock_is_taken_over(tmp_path, referenc
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UsageError, match=f"another live process \\(pid {holder.pid}\\)"):
             api.run("linreg-lsa", "quick", dict(TINY), out=tmp_path, resume=True)
-        assert store.check_run_dir(rd.path).state == "incomplete"
+        assert verify.check_run_dir(rd.path).state == "incomplete"
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -173,14 +173,14 @@ def test_kill_inside_a_write_then_resume_is_bit_identical(tmp_path, reference, f
     run = run_dir_of(tmp_path)
     assert list(run.rglob(".*.tmp")), "the kill should have left a temporary file behind"
     assert invoke("check", run).exit_code == 0
-    assert store.check_run_dir(run).state == "incomplete"
+    assert verify.check_run_dir(run).state == "incomplete"
     again = invoke("run", "linreg-lsa", "--out", tmp_path, *SETS)  # without --resume: says how
     one_sentence_error(again)
     assert "--resume" in again.output
     resumed = invoke("run", "linreg-lsa", "--out", tmp_path, *SETS, "--resume")
     assert resumed.exit_code == 0, resumed.output
     pd.testing.assert_frame_equal(metrics_of(run), metrics_of(reference), check_exact=True)
-    assert store.check_run_dir(run).state == "complete" and not list(run.rglob(".*.tmp"))
+    assert verify.check_run_dir(run).state == "complete" and not list(run.rglob(".*.tmp"))
 
 
 # -- the environment fails a write (mocked: ENOSPC, EACCES, a failed rename) --------------------------
@@ -210,7 +210,7 @@ def test_a_refused_write_stops_cleanly_and_keeps_the_state(tmp_path, reference, 
     assert "the run stopped at step" in r.output and "--resume" in r.output
     monkeypatch.undo()
     run = run_dir_of(tmp_path)
-    assert store.check_run_dir(run).state == "incomplete" and not list(run.rglob(".*.tmp"))
+    assert verify.check_run_dir(run).state == "incomplete" and not list(run.rglob(".*.tmp"))
     api.run("linreg-lsa", "quick", dict(TINY), out=tmp_path, resume=True)
     pd.testing.assert_frame_equal(metrics_of(run), metrics_of(reference), check_exact=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from icldyn import api, store
+from icldyn import api, store, verify
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SMALL = {"task.d": 3, "task.n_points": 10, "task.eigenvalues": [1.0, 0.5, 0.25], "train.steps": 300,
@@ -68,11 +68,11 @@ def test_random_kills_then_resume(tmp_path):
         outcomes["killed" if code == -signal.SIGKILL else "finished before the kill"] += 1
         path = run_dir(out)
         kept.append((store.RunDir(path).checkpoint_steps() or [None])[-1])
-        checked = store.check_run_dir(path, api.config_from_dict)
+        checked = verify.check_run_dir(path, api.config_from_dict)
         assert checked.state in ("incomplete", "complete"), (trial, checked)
         api.run("linreg-lsa", "quick", dict(SMALL), out=out, resume=True)
         same_metrics(path, reference)
-        assert store.check_run_dir(path, api.config_from_dict).state == "complete"
+        assert verify.check_run_dir(path, api.config_from_dict).state == "complete"
     print(f"kill trials: {outcomes}; last checkpoint kept by each: {kept}")
     assert outcomes["killed"] >= TRIALS // 2 and len({k for k in kept if k is not None}) >= 3
 
@@ -89,12 +89,12 @@ def _sweep_args() -> list[str]:
 
 def _resume_and_compare(out: Path, reference: Path) -> None:
     top = run_dir(out)
-    checked = store.check_run_dir(top, api.config_from_dict)
+    checked = verify.check_run_dir(top, api.config_from_dict)
     assert checked.state in ("incomplete", "complete"), checked
     api.run("linreg-lsa", "quick", dict(SMALL), out=out, resume=True, sweep=SWEEP, workers=2)
     for name in api.load_run(reference).variants:
         same_metrics(top / "variants" / name, reference / "variants" / name)
-    assert store.check_run_dir(top, api.config_from_dict).state == "complete"
+    assert verify.check_run_dir(top, api.config_from_dict).state == "complete"
 
 
 @pytest.mark.parametrize("trial", range(3))

@@ -21,6 +21,7 @@ from icldyn.errors import EnvironmentFailure, UsageError
 from icldyn.experiments import EXPERIMENTS, config_from_dict
 from icldyn.experiments.base import sweep_variants
 from icldyn.runner import check_resources, mark, now, start_run_dir, train_one
+from icldyn.verify import CheckResult, check_run_dir
 from icldyn.store import Run, RunDir, write_json, write_text
 from icldyn.train.trainer import resolve_device
 from icldyn.workers import default_workers, train_in_workers
@@ -134,9 +135,9 @@ def load_run(path: str | Path) -> Run:
     return store.load_run(path, config_from_dict)
 
 
-def check(path: str | Path) -> store.CheckResult:
+def check(path: str | Path) -> CheckResult:
     """`icldyn check`: the store's verifier with configs typed (so the config hash is compared)."""
-    return store.check_run_dir(path, config_from_dict)
+    return check_run_dir(path, config_from_dict)
 
 
 def recompute_claims(run: Run | str | Path) -> list[dict]:
