@@ -228,7 +228,7 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
     style = {"complete": "green", "incomplete": "yellow", "damaged": "red"}
     for r in table.itertuples():
         claims = "—" if not r.claims_total else f"{r.claims_passed}/{r.claims_total}"
-        wall = "—" if r.wall_s != r.wall_s or r.wall_s is None else f"{r.wall_s:.0f} s"
+        wall = "—" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
         state = f"[{style.get(r.state, 'white')}]{r.state}[/]" + (f" [dim]({r.problems})[/]" if r.problems else "")
         out.add_row(str(Path(r.path).relative_to(root) if Path(r.path) != root else r.path), r.experiment or "?",
                     r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims, wall, (r.date or "")[:19])

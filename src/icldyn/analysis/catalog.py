@@ -156,10 +156,12 @@ def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
     import duckdb
 
     try:
-        frame = con.execute(sql + " ORDER BY runs.path", {"experiment": experiment} if experiment else {}).df()
+        result = con.execute(sql + " ORDER BY runs.path", {"experiment": experiment} if experiment else {})
+        frame = result.to_arrow_table().to_pandas()
     except duckdb.Error as err:
         bad = " and ".join(repr(w) for w in where) or repr(experiment)
         raise UsageError(f"--where {bad} is not a condition on config keys (e.g. 'train.lr > 0.01', "
                          f"'task.d = 3'): {str(err).splitlines()[0]}") from None
     frame["date"] = frame["date"].astype(str).where(frame["date"].notna(), None)
-    return frame[COLUMNS]
+    frame = frame[COLUMNS].astype(object)
+    return frame.where(frame.notna(), None)  # missing values are None (JSON null), not pandas' NA

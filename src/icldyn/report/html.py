@@ -7,7 +7,6 @@ server and no network: plotly.js is inlined once, figures are linked from the ru
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -116,8 +115,7 @@ def write_index(entries: list[dict], target: Path, *, heading: str = "icldyn rep
                      "failed": sum(c["cls"] == "fail" for c in claims),
                      "wall": "—" if e.get("wall_s") is None else f"{e['wall_s']:.0f} s"})
         failing += [{**c, "experiment": e["experiment"], "href": str(href)} for c in claims if c["cls"] == "fail"]
-    html = _ENV.get_template("index.html.j2").render(heading=heading, rows=rows, failing=failing,
-                                                     entries_json=json.dumps([r["experiment"] for r in rows]))
+    html = _ENV.get_template("index.html.j2").render(heading=heading, rows=rows, failing=failing)
     write_text(target, html)
     return target
 
