@@ -45,9 +45,11 @@ def minimal_check(path: Path) -> RunState:
 
     problems: list[str] = []
     try:
-        store.read_config_dict(path)
-    except UsageError as err:
-        problems.append(str(err))
+        raw = _config_yaml(path)
+        if not isinstance(raw, dict) or "experiment" not in raw:
+            problems.append("config.yaml is not an icldyn config (no 'experiment' key)")
+    except (OSError, ValueError) as err:
+        problems.append(f"config.yaml does not parse: {err}")
     env: dict = {}
     for name in ("env.json", "claims.json", "config.json"):
         f = path / name
@@ -103,6 +105,7 @@ def catalog(root: str | Path = "runs", *, experiment: str | None = None,
                          "state": [states[p].state for p in paths],
                          "problems": ["; ".join(states[p].problems) for p in paths],
                          "variants": [_count_variants(p) for p in paths]})
+    runs = runs.join(pd.DataFrame([_yaml_fields(p, p in parsed) for p in paths]))
     con = duckdb.connect()
     con.register("runs", runs)
     sources = {"cfg": ("config.json", None), "env": ("env.json", None),
@@ -116,6 +119,29 @@ def catalog(root: str | Path = "runs", *, experiment: str | None = None,
         else:
             con.execute(f"CREATE VIEW {view} AS SELECT NULL::VARCHAR AS run_path WHERE false")
     return _query(con, experiment, where or [])
+
+
+def _yaml_fields(path: Path, readable: bool) -> dict:
+    """experiment, seed, n_seeds, preset from config.yaml, for runs written before config.json existed."""
+    keys = ("experiment", "seed", "n_seeds", "preset")
+    raw = {}
+    if not (readable and (path / "config.json").is_file()):
+        try:
+            raw = _config_yaml(path)
+        except (OSError, ValueError):
+            pass
+    return {f"yaml_{k}": raw.get(k) if isinstance(raw, dict) else None for k in keys}
+
+
+def _config_yaml(path: Path):
+    """config.yaml safe-loaded with libyaml where present (a listing reads many); a ValueError when it
+    is not YAML."""
+    import yaml
+
+    try:
+        return yaml.load((path / "config.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
 
 
 def _duck_struct(columns: dict) -> str:
@@ -133,15 +159,17 @@ def _col(con, view: str, name: str, default: str = "NULL") -> str:
 
 
 def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
-    seed, n_seeds = _col(con, "cfg", "seed"), _col(con, "cfg", "n_seeds")
+    seed = f"coalesce({_col(con, 'cfg', 'seed')}, runs.yaml_seed)"
+    n_seeds = f"coalesce({_col(con, 'cfg', 'n_seeds')}, runs.yaml_n_seeds)"
     start, end = _col(con, "env", "start"), _col(con, "env", "end")
-    exp = f"coalesce({_col(con, 'cfg', 'experiment')}, {_col(con, 'cl', 'experiment')})"
+    exp = f"coalesce({_col(con, 'cfg', 'experiment')}, runs.yaml_experiment, {_col(con, 'cl', 'experiment')})"
     sql = f"""
     SELECT runs.path, {exp} AS experiment,
            coalesce({_col(con, 'env', 'config_hash')}, split_part(runs.dir_name, '-s', 1)) AS config_hash,
-           CASE WHEN {seed} IS NULL THEN NULL ELSE {seed}::VARCHAR || '-' || ({seed} + {n_seeds} - 1)::VARCHAR
+           CASE WHEN {seed} IS NULL THEN NULL
+                ELSE {seed}::BIGINT::VARCHAR || '-' || ({seed} + {n_seeds} - 1)::BIGINT::VARCHAR
            END AS seeds,
-           {_col(con, 'cfg', 'preset')} AS preset, runs.state,
+           coalesce({_col(con, 'cfg', 'preset')}, runs.yaml_preset) AS preset, runs.state,
            len(list_filter({_col(con, 'cl', 'claims', 'NULL::JSON[]')},
                            c -> json_extract_string(c, '$.passed') = 'true')) AS claims_passed,
            len({_col(con, 'cl', 'claims', 'NULL::JSON[]')}) AS claims_total,
@@ -163,5 +191,7 @@ def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
         raise UsageError(f"--where {bad} is not a condition on config keys (e.g. 'train.lr > 0.01', "
                          f"'task.d = 3'): {str(err).splitlines()[0]}") from None
     frame["date"] = frame["date"].astype(str).where(frame["date"].notna(), None)
+    for col in ("claims_passed", "claims_total", "variants"):
+        frame[col] = frame[col].astype("Int64")
     frame = frame[COLUMNS].astype(object)
     return frame.where(frame.notna(), None)  # missing values are None (JSON null), not pandas' NA
