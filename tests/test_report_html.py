@@ -100,3 +100,23 @@ def test_claim_rows_verdicts():
                        {"id": "c", "passed": None, "measured": None, "expected": "> 0", "note": "not measured"}])
     assert [(r["cls"], r["verdict"], r["measured"]) for r in rows] == [
         ("pass", "pass", "0.5"), ("fail", "FAIL", "NaN"), ("na", "n/a", "—")]
+
+
+def test_sweep_pages_share_plotly_and_link_their_variants(tmp_path, driver):
+    import icldyn
+    from browser import TINY_LSA
+
+    sweep = icldyn.run("linreg-lsa", overrides=TINY_LSA, seeds=1, out=tmp_path, sweep={"train.lr": [0.02, 0.05]})
+    assert set(sweep.variants) and (sweep.path / "plotly.min.js").exists()
+    top = page_facts(driver, (sweep.path / "report.html").as_uri())
+    assert top["plots"] and all(n_data == len(sweep.variants) and n_drawn == n_data for n_data, n_drawn, _ in top["plots"])
+    links = [a.get_attribute("href") for a in driver.find_elements("css selector", "#variants-table a")]
+    assert len(links) == len(sweep.variants)
+    _shot(driver, tmp_path, "report_sweep.png")
+    assert severe_console_messages(driver) == []
+    for link in links:
+        page = page_facts(driver, link)
+        assert page["plots"] and all(n_drawn > 0 for _, n_drawn, _ in page["plots"])
+        assert severe_console_messages(driver) == []
+    for sub in sweep.variants.values():  # the variants' pages are small: plotly.js is not copied into them
+        assert (sub.path / "report.html").stat().st_size < (sweep.path / "plotly.min.js").stat().st_size / 4

@@ -7,6 +7,7 @@ server and no network: plotly.js is inlined once, figures are linked from the ru
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -39,35 +40,39 @@ def claim_rows(claims: list[dict]) -> list[dict]:
     return rows
 
 
-def _plots(run) -> list[str]:
-    """The page's interactive figures as HTML fragments (they need plotly.js loaded before them)."""
+def _plots(run) -> list[dict]:
+    """The page's interactive figures: {id, spec} where spec is the JavaScript text of a plotly.js
+    figure ({data, layout}); the page draws them with Plotly.newPlot."""
     from icldyn.report.interactive import main_metrics, metric_figure, theory_figure
 
     figs = [metric_figure(run, n) for n in main_metrics(run)] + [theory_figure(run)]
-    cfg = {"displaylogo": False, "responsive": True}
-    return [f.to_html(full_html=False, include_plotlyjs=False, config=cfg, div_id=f"plot-{i}")
+    # NaN is valid JavaScript; "</" is escaped so no string can close the script element
+    return [{"id": f"plot-{i}", "spec": json.dumps(f, allow_nan=True).replace("</", "<\\/")}
             for i, f in enumerate(f for f in figs if f is not None)]
+
+
+def view_claims(run, name: str) -> list[dict]:
+    """A variant's claims: its own claims.json, else the sweep's claims about it (id suffix `[name]`)."""
+    sub = run.variants[name]
+    return sub.claims or [c for c in run.claims if str(c.get("id", "")).endswith(f"[{name}]")]
 
 
 def _variants(run) -> list[dict]:
     out = []
     for name, sub in run.variants.items():
-        passed = sum(c.get("passed") is True for c in sub.claims)
-        out.append({"name": name, "href": f"variants/{name}/report.html", "passed": passed,
-                    "total": len(sub.claims), "complete": bool(sub.env.get("complete"))})
+        claims = view_claims(run, name)
+        out.append({"name": name, "href": f"variants/{name}/report.html", "total": len(claims),
+                    "passed": sum(c.get("passed") is True for c in claims), "complete": bool(sub.env.get("complete"))})
     return out
 
 
-def render_run(run, *, title: str | None = None, paper: str | None = None) -> str:
-    """The HTML text of a run's page (see the module docstring)."""
+def render_run(run, *, title: str | None = None, paper: str | None = None, plotly_src: str | None = None) -> str:
+    """The HTML text of a run's page (see the module docstring). plotly.js is inlined unless
+    `plotly_src` names a file beside the page (a sweep's pages share one copy)."""
     from icldyn.report.interactive import theory_constants
 
     plots = _plots(run)
-    plotlyjs = ""
-    if plots:
-        from plotly.offline import get_plotlyjs
-
-        plotlyjs = get_plotlyjs()
+    plotlyjs = _plotly_js() if plots and plotly_src is None else ""
     cfg = run.config
     experiment = cfg.get("experiment") if isinstance(cfg, dict) else cfg.experiment
     config_text = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").exists() else ""
@@ -76,9 +81,15 @@ def render_run(run, *, title: str | None = None, paper: str | None = None) -> st
     return _ENV.get_template("run.html.j2").render(
         experiment=experiment, title=title, paper=paper, path=str(run.path), claims=claims,
         n_passed=sum(c["cls"] == "pass" for c in claims), figures=_figures(run.path), plots=plots,
-        plotlyjs=plotlyjs, constants=theory_constants(run).to_dict("records"), config_text=config_text,
-        env=[(k, _fmt(v)) for k, v in run.env.items()], variants=_variants(run),
+        plotlyjs=plotlyjs, plotly_src=plotly_src if plots else None, constants=theory_constants(run).to_dict("records"),
+        config_text=config_text, env=[(k, _fmt(v)) for k, v in run.env.items()], variants=_variants(run),
         parent="../../report.html" if in_sweep else None, seeds=_seeds(run))
+
+
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
 
 
 def _seeds(run) -> str:
@@ -93,13 +104,25 @@ def _figures(path: Path) -> list[dict]:
 
 def write_run_report(run, *, title: str | None = None, paper: str | None = None,
                      recursive: bool = True) -> Path:
-    """Write report.html into a run directory (and, with `recursive`, into each of its variants)."""
-    if recursive:
-        for _, sub in run.variants.items():
-            write_run_report(sub, title=title, paper=paper)
+    """Write report.html into a run directory (and, with `recursive`, into each of its variants).
+
+    A single run's page is one self-contained file. A sweep directory's pages (its own and its
+    variants') share one plotly.js, written once beside the sweep's page, instead of 4.6 MB each."""
+    plotly_src = None
+    if run.variants:
+        write_text(run.path / PLOTLY_FILE, _plotly_js())
+        plotly_src = PLOTLY_FILE
+        if recursive:
+            for name, sub in run.variants.items():
+                sub.claims = view_claims(run, name)
+                write_text(sub.path / "report.html",
+                           render_run(sub, title=title, paper=paper, plotly_src=f"../../{PLOTLY_FILE}"))
     target = run.path / "report.html"
-    write_text(target, render_run(run, title=title, paper=paper))
+    write_text(target, render_run(run, title=title, paper=paper, plotly_src=plotly_src))
     return target
+
+
+PLOTLY_FILE = "plotly.min.js"
 
 
 def write_index(entries: list[dict], target: Path, *, heading: str = "icldyn reproduction (quick presets)") -> Path:
