@@ -44,6 +44,7 @@ def test_run_writes_its_page_offline(run):
     page = (run.path / "report.html").read_text()
     assert (run.path / "config.json").exists()
     assert json.loads((run.path / "config.json").read_text())["experiment"] == "linreg-lsa"
+    assert '<td>complete</td><td class="mono">True</td>' in page  # written once complete
     assert not re.search(r"<script[^>]*\bsrc=", page) and not re.search(r"<link[^>]*href=\"http", page)
 
 

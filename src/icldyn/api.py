@@ -75,6 +75,7 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
     result = load_run(top.path)
     recompute_claims(result)
     mark(top, end=now(), complete=True)
+    _write_report(load_run(top.path), recursive=False)  # the page's environment: complete, end time
     return load_run(top.path)
 
 
@@ -139,25 +140,26 @@ def _ensure_config_json(run: Run) -> None:
             write_json(sub.path / "config.json", store.read_config_dict(sub.path))
 
 
-def _write_report(run: Run) -> Path | None:
+def _write_report(run: Run, recursive: bool = True) -> Path | None:
     """report.html of a run after its claims; a failure to draw the page never fails the run."""
     import warnings
 
     try:
-        return report(run)
+        return report(run, recursive=recursive)
     except Exception as err:  # noqa: BLE001 - the run and its claims are kept whatever the page does
         warnings.warn(f"report.html not written for {run.path}: {err}", RuntimeWarning, stacklevel=2)
         return None
 
 
-def report(run: Run | str | Path) -> Path:
-    """(Re)build a run's report.html (and its variants') from the stored run alone; returns its path."""
+def report(run: Run | str | Path, *, recursive: bool = True) -> Path:
+    """(Re)build a run's report.html (and, with `recursive`, its variants') from the stored run alone;
+    returns its path."""
     from icldyn.report.html import write_run_report
 
     run = run if isinstance(run, Run) else load_run(run)
     _ensure_config_json(run)
     exp = EXPERIMENTS[run.config.experiment]
-    return write_run_report(run, title=exp.title, paper=exp.paper)
+    return write_run_report(run, title=exp.title, paper=exp.paper, recursive=recursive)
 
 
 def runs(root: str | Path = "runs", *, experiment: str | None = None, where: list[str] | str | None = None):
