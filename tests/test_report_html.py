@@ -62,6 +62,29 @@ def test_page_renders_in_a_browser(run, driver, tmp_path):
     assert facts["plots"] and all(n_data > 0 and n_drawn > 0 for n_data, n_drawn, _ in facts["plots"])
     assert all(u.startswith(("file:", "data:")) for u in facts["resources"])  # offline
     assert severe_console_messages(driver) == []
+    _click_time_axis_and_log_x(run, driver)
+
+
+def _click_time_axis_and_log_x(run, driver):
+    """A person's clicks: the first plot's "time (Σ lr)" button puts every trace on the Σ lr clock of
+    metrics.parquet; "log x" makes the x axis logarithmic."""
+    import time
+
+    import pandas as pd
+
+    plot = driver.find_element("id", "plot-0")
+    name = driver.execute_script("return document.getElementById('plot-0').layout.title.text")
+    metrics = pd.read_parquet(run.path / "metrics.parquet")
+    rows = metrics[metrics["name"] == name]
+    buttons = plot.find_elements("css selector", "g.updatemenu-button")
+    buttons[1].click()
+    time.sleep(0.3)
+    xs = driver.execute_script("return document.getElementById('plot-0').data.map(t => t.x)")
+    mean_x = xs[-1]  # the mean trace is drawn last
+    assert mean_x == pytest.approx(sorted(rows.drop_duplicates("step")["time"]))
+    plot.find_elements("css selector", "g.updatemenu-button")[2].click()
+    time.sleep(0.3)
+    assert driver.execute_script("return document.getElementById('plot-0').layout.xaxis.type") == "log"
 
 
 def test_a_missing_figure_is_seen_as_not_loaded(run, driver, tmp_path):
