@@ -23,4 +23,11 @@ def load_run(path):
     return _load(path)
 
 
-__all__ = ["run", "load_run", "__version__"]
+def runs(root="runs", **kwargs):
+    """The run directories under `root` as a DataFrame; see `icldyn.api.runs`."""
+    from icldyn.api import runs as _runs
+
+    return _runs(root, **kwargs)
+
+
+__all__ = ["run", "load_run", "runs", "__version__"]

@@ -1,4 +1,4 @@
-"""The Python API: `run`, `load_run`, `recompute_claims`, `reproduce`.
+"""The Python API: `run`, `load_run`, `recompute_claims`, `reproduce`; `report`, `runs`, `compare`, `export`.
 
 Composing one run is `runner.train_one`; this module adds reuse of complete runs, sweeps over
 variants (in worker processes), claims and figures, and the reproduction summary.
@@ -79,6 +79,7 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
     result = load_run(top.path)
     recompute_claims(result)
     mark(top, end=now(), complete=True)
+    _write_report(load_run(top.path), recursive=False)  # the page's environment: complete, end time
     return load_run(top.path)
 
 
@@ -150,6 +151,7 @@ def recompute_claims(run: Run | str | Path) -> list[dict]:
     try:
         (run.path / "figures").mkdir(exist_ok=True)
         exp.figures(run)
+        _write_report(run)
     except OSError as err:
         raise EnvironmentFailure(f"cannot write the figures of {run.path} ({err.strerror or type(err).__name__}); "
                                  f"make the folder writable and run `icldyn claims {run.path}`") from None
@@ -162,6 +164,7 @@ def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs",
     names = experiments or list(EXPERIMENTS)
     for n in names:
         EXPERIMENTS[n]  # unknown names fail before anything runs
+    entries = []
     lines = ["# icldyn reproduction (quick presets)", "", f"Date: {now()}", "",
              "| experiment | claim | measured | expected | verdict |", "|---|---|---|---|---|"]
     for n in names:
@@ -171,7 +174,90 @@ def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs",
             m = "—" if c["measured"] is None else f"{c['measured']:.4g}"
             lines.append(f"| {n} | {c['id']}: {c['statement']} | {m} | {c['expected']} | {verdict} |")
         lines.append(f"|  | run directory: `{r.path}` |  |  |  |")
+        entries.append({"experiment": n, "title": EXPERIMENTS[n].title, "path": r.path, "claims": r.claims,
+                        "wall_s": _wall_seconds(r.env)})
     target = Path(out) / f"reproduce-{dt.date.today().isoformat()}"
     target.mkdir(parents=True, exist_ok=True)
     write_text(target / "summary.md", "\n".join(lines) + "\n")
+    from icldyn.report.html import write_index
+
+    write_index(entries, target / "index.html")
     return target / "summary.md"
+
+
+# -- pages, the run catalogue, comparison, export -----------------------------------------------------
+
+def _wall_seconds(env: dict) -> float | None:
+    try:
+        return (dt.datetime.fromisoformat(env["end"]) - dt.datetime.fromisoformat(env["start"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _ensure_config_json(run: Run) -> None:
+    """config.json (the resolved config as JSON, for DuckDB) beside config.yaml, in runs made before it."""
+    for sub in [run, *run.variants.values()]:
+        if not (sub.path / "config.json").exists():
+            write_json(sub.path / "config.json", store.read_config_dict(sub.path))
+
+
+def _write_report(run: Run, recursive: bool = True) -> Path | None:
+    """report.html of a run after its claims; a failure to draw the page never fails the run."""
+    import warnings
+
+    try:
+        return report(run, recursive=recursive)
+    except Exception as err:  # noqa: BLE001 - the run and its claims are kept whatever the page does
+        warnings.warn(f"report.html not written for {run.path}: {err}", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def report(run: Run | str | Path, *, recursive: bool = True) -> Path:
+    """(Re)build a run's report.html (and, with `recursive`, its variants') from the stored run alone;
+    returns its path."""
+    from icldyn.report.html import write_run_report
+
+    run = run if isinstance(run, Run) else load_run(run)
+    _ensure_config_json(run)
+    exp = EXPERIMENTS[run.config.experiment]
+    return write_run_report(run, title=exp.title, paper=exp.paper, recursive=recursive)
+
+
+def runs(root: str | Path = "runs", *, experiment: str | None = None, where: list[str] | str | None = None):
+    """The run directories under `root` as a DataFrame (experiment, config hash, seeds, preset, state,
+    claims passing/total, wall time, date), queried in place with DuckDB; `where`: conditions on
+    config values (`"train.lr > 0.01"`)."""
+    from icldyn.analysis.catalog import catalog
+
+    if experiment is not None:
+        EXPERIMENTS[experiment]  # an unknown name stops here, naming the known ones
+    return catalog(root, experiment=experiment, where=[where] if isinstance(where, str) else where,
+                   parse_config=config_from_dict)
+
+
+def compare(run_dirs: list[str | Path], metrics: list[str] | None = None, *, out: str | Path = "compare.png",
+            axis: str = "step") -> dict:
+    """Several runs side by side: their metrics overlaid on one figure (`out`, a PNG), their claims, the
+    config keys in which they differ. Returns {figure, labels, claims: (ids, table), differences}."""
+    from icldyn.report.compare import claims_side_by_side, compare_figure, config_differences
+
+    if len(run_dirs) < 2:
+        raise UsageError("compare needs at least two run directories")
+    if axis not in ("step", "time"):
+        raise UsageError(f"--axis {axis!r}: allowed values are step, time")
+    loaded = [load_run(p) for p in run_dirs]
+    labels = [f"{Path(p).name} ({r.config.experiment})" for p, r in zip(run_dirs, loaded)]
+    metrics = metrics or ["loss/test"]
+    known = set().union(*(set(r.metrics["name"].unique()) for r in loaded if len(r.metrics)))
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise UsageError(f"--metric {unknown[0]!r} is in none of these runs; recorded: {', '.join(sorted(known))}")
+    return {"figure": compare_figure(loaded, labels, metrics, Path(out), axis=axis), "labels": labels,
+            "claims": claims_side_by_side(loaded), "differences": config_differences(loaded)}
+
+
+def export(run_dir: str | Path, tensorboard: str | Path) -> list[Path]:
+    """Write a run's metrics as TensorBoard event files under `tensorboard` (one run per seed)."""
+    from icldyn.report.export import export_tensorboard
+
+    return export_tensorboard(load_run(run_dir), tensorboard)

@@ -225,6 +225,97 @@ def _all_notes(result) -> list[str]:
     return result.notes + [n for v in result.variants.values() for n in _all_notes(v)]
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory made by `icldyn run`")):
+    """(Re)build a run's report.html from the stored run alone."""
+    from icldyn import api
+
+    try:
+        page = api.report(run_dir)
+    except UsageError as err:
+        _fail(err)
+    console.print(f"report: [bold]{page}[/]")
+
+
+@app.command("runs")
+def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run directories"),
+          experiment: Optional[str] = typer.Option(None, help="only this experiment"),
+          where: Optional[List[str]] = typer.Option(None, help="a condition on config values, e.g. 'train.lr>0.01' "
+                                                             "(DuckDB syntax; repeatable, all must hold)"),
+          json_: bool = typer.Option(False, "--json", help="print the table as JSON (one object per run)")):
+    """List the runs under a folder: experiment, config hash, seeds, preset, state, claims, wall time, date."""
+    from icldyn import api
+
+    try:
+        table = api.runs(root, experiment=experiment, where=where)
+    except UsageError as err:
+        _fail(err)
+    if json_:
+        print(table.to_json(orient="records", indent=1))
+        return
+    out = Table(title=f"runs under {root} ({len(table)})", header_style="bold")
+    for col in ("run", "experiment", "hash", "seeds", "preset", "state", "claims", "wall", "date"):
+        out.add_column(col, overflow="fold")
+    style = {"complete": "green", "incomplete": "yellow", "damaged": "red"}
+    for r in table.itertuples():
+        claims = "—" if not r.claims_total else f"{r.claims_passed}/{r.claims_total}"
+        wall = "—" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
+        state = f"[{style.get(r.state, 'white')}]{r.state}[/]" + (f" [dim]({r.problems})[/]" if r.problems else "")
+        out.add_row(str(Path(r.path).relative_to(root) if Path(r.path) != root else r.path), r.experiment or "?",
+                    r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims, wall, (r.date or "")[:19])
+    console.print(out)
+
+
+@app.command()
+def compare(run_dirs: List[Path] = typer.Argument(..., help="two or more run directories"),
+            metric: Optional[List[str]] = typer.Option(None, help="metric to overlay (repeatable; default loss/test)"),
+            out: Path = typer.Option(Path("compare.png"), help="where to write the figure (PNG)"),
+            axis: str = typer.Option("step", help="x axis: step or time (Σ lr)")):
+    """Overlay the metrics of several runs on one figure; print their claims and config differences."""
+    from icldyn import api
+
+    try:
+        result = api.compare(run_dirs, metric or None, out=out, axis=axis)
+    except UsageError as err:
+        _fail(err)
+    ids, table = result["claims"]
+    claims = Table(title="claims", header_style="bold")
+    claims.add_column("claim", overflow="fold")
+    for label in result["labels"]:
+        claims.add_column(label, overflow="fold")
+    for cid in ids:
+        cells = []
+        for c in table[cid]:
+            if c is None:
+                cells.append("[dim]—[/]")
+                continue
+            verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a[/]"}[c["passed"]]
+            cells.append(("—" if c["measured"] is None else f"{c['measured']:.4g}") + f" {verdict}")
+        claims.add_row(cid, *cells)
+    console.print(claims)
+    diff = Table(title="config keys that differ", header_style="bold")
+    diff.add_column("key")
+    for label in result["labels"]:
+        diff.add_column(label, overflow="fold")
+    for key, values in result["differences"].items():
+        diff.add_row(key, *(str(v) for v in values))
+    console.print(diff)
+    console.print(f"figure: [bold]{result['figure']}[/]")
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a run directory made by `icldyn run`"),
+           tensorboard: Path = typer.Option(..., help="write TensorBoard event files under this folder")):
+    """Write a run's metrics as TensorBoard event files (`tensorboard --logdir DIR` shows them)."""
+    from icldyn import api
+
+    try:
+        written = api.export(run_dir, tensorboard)
+    except UsageError as err:
+        _fail(err)
+    console.print(f"wrote {len(written)} TensorBoard run(s) under [bold]{tensorboard}[/]")
+
+
 def main() -> None:
     try:
         app()

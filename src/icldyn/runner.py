@@ -57,6 +57,7 @@ def start_run_dir(rd: RunDir, config, device: torch.device) -> None:
     """Create a run (or sweep) directory with its resolved config and, once, its environment."""
     rd.create()
     write_text(rd.path / "config.yaml", config.to_yaml())
+    write_json(rd.path / "config.json", config.model_dump(mode="json"))  # for DuckDB (`icldyn runs`)
     if not (rd.path / "env.json").exists():
         write_json(rd.path / "env.json", environment(device, config))
 
