@@ -3,6 +3,7 @@
 from icldyn.config import config_union
 from icldyn.registry import Registry
 from icldyn.tasks.base import Batch, Task
+from icldyn.tasks.binary_classification import BinaryClassificationConfig, BinaryClassificationTask
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramSplitConfig, NgramSplitTask
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
@@ -14,6 +15,7 @@ TASKS.register("ngram-markov", (NgramMarkovConfig, NgramMarkovTask))
 TASKS.register("ngram-markov-split", (NgramSplitConfig, NgramSplitTask))
 TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegressionTask))
 TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
+TASKS.register("binary-classification", (BinaryClassificationConfig, BinaryClassificationTask))
 
 # The union of the registered task configs, selected by `name` (`--set task.name=...`).
 TaskConfig = config_union(TASKS)
