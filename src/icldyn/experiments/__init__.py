@@ -23,6 +23,7 @@ def _register_all() -> None:
         EXPERIMENTS.register(exp.name, exp)
     for exp in (InductionNgram(), InductionFullExperiment()):
         EXPERIMENTS.register(exp.name, exp)
+    from icldyn.experiments.classification_icl import ClassificationICL; EXPERIMENTS.register(ClassificationICL.name, ClassificationICL())  # noqa: E702
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
 
 

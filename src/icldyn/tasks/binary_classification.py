@@ -146,3 +146,8 @@ class BinaryClassificationTask(Task):
         k = torch.randint(M2, (B, T), generator=g)
         x = relevant[pattern] + kappa[..., None] * irrelevant[k]
         return x.to(device), label.to(device), pattern.to(device), pair.to(device)
+
+    def eval_batch(self, n_prompts: int, eval_seed: int, *, n_points: int | None = None, device="cpu",
+                   **options) -> Batch:
+        """Held-out prompts shared by all seeds (E = 1); options: alpha, split, s1 (see `sample`)."""
+        return self.sample([eval_seed], 0, n_prompts, n_points=n_points, device=device, stream="eval", **options)
