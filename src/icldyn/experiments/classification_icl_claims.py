@@ -241,9 +241,15 @@ def _(run):
 def _(run):
     if _model(run, "prune_rate").empty:
         return None
-    rates, rise, _ = prune_rise(run, "largest")
+    slope, rise = rise_per_rate(run, "largest")
+    return Measurement([slope], details={"rise": rise})
+
+
+def rise_per_rate(run, order: str) -> tuple[float, dict]:
+    """min over R > 0 of the OOD error rise / R under `order` pruning, and the rises by R."""
+    rates, rise, _ = prune_rise(run, order)
     pos = rates > 0
-    return Measurement([float(np.min(rise[pos] / rates[pos]))], details={"rise": dict(zip(rates.tolist(), rise.tolist()))})
+    return float(np.min(rise[pos] / rates[pos])), dict(zip(rates.tolist(), rise.tolist()))
 
 
 def learner_errors(run, alpha_test: float) -> dict[str, dict[float, float]]:
