@@ -69,7 +69,7 @@ class Logistic(ContextClassifier):
             s = torch.sigmoid(-margin)                                             # (P, n)
             grad = -self.C * torch.einsum("pn,pnk->pk", y * s, xt) + reg * theta
             weight = self.C * s * (1 - s)
-            hess = torch.einsum("pn,pnk,pnl->pkl", weight, xt, xt) + torch.diag(reg)
+            hess = torch.bmm((xt * weight[..., None]).transpose(1, 2), xt) + torch.diag(reg)
             theta = theta - torch.linalg.solve(hess, grad)
         return torch.einsum("pk,pk->p", theta[:, :d], query) + theta[:, d]
 
