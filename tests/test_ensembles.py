@@ -31,6 +31,9 @@ CASES = {
     "softmax-attention": ("feature-convergence", {"task.d": 3, "task.K": 3, "task.n_points": 10,
                                                   "model.train": "full", "train.batch_size": 32,
                                                   "train.lr": 1.0}),
+    "relu-attention-classifier": ("classification-icl", {"task.context_length": 6, "model.width": 8,
+                                                         "model.wo_std": 0.3, "train.batch_size": 16,
+                                                         "alpha_sweep": []}),
 }
 
 

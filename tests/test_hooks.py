@@ -14,7 +14,9 @@ from icldyn.models.gpt import GPTConfig
 from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig
 from icldyn.models.lsa import LSAConfig
 from icldyn.models.multihead_attention import MultiheadAttentionConfig
+from icldyn.models.relu_attention_classifier import ReluAttentionClassifierConfig
 from icldyn.models.softmax_attention import SoftmaxAttentionConfig
+from icldyn.tasks.binary_classification import BinaryClassificationConfig, BinaryClassificationTask
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
@@ -52,6 +54,10 @@ CASES = {
         StructuredFeaturesConfig(d=4, K=3, n_points=8), F64), {
         "blocks.0.attn.hook_scores": (E, B, 8), "blocks.0.attn.hook_pattern": (E, B, 8),
         "hook_pred": (E, B, 1)}),
+    "relu-attention-classifier": (ReluAttentionClassifierConfig(width=6), BinaryClassificationTask(
+        BinaryClassificationConfig(context_length=8), F64), {
+        "blocks.0.attn.hook_scores": (E, B, 8), "blocks.0.attn.hook_pattern": (E, B, 8),
+        "hook_hidden": (E, B, 6), "hook_pred": (E, B, 1)}),
 }
 
 

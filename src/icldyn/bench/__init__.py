@@ -37,6 +37,14 @@ def prefix_estimators(quick: bool = False) -> dict:
     return bench_prefix_estimators(batch=256 if quick else 1024, repeats=1 if quick else 3)
 
 
+@CASES.register("context_classifiers")
+def context_classifiers(quick: bool = False) -> dict:
+    """The five per-prompt learners of classification-icl on 10⁴ prompts (l = 20) vs a scikit-learn loop."""
+    from icldyn.bench.classifiers import bench_classifiers
+
+    return bench_classifiers(prompts=1000 if quick else 10_000)
+
+
 @CASES.register("induction_epoch")
 def induction_epoch(quick: bool = False) -> dict:
     """One full-batch GD epoch of the induction-head models at the paper's main config (9,000

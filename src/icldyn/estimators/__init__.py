@@ -76,3 +76,9 @@ from icldyn.estimators.ngram import NGRAM_ESTIMATORS  # noqa: E402
 
 for _name, _factory in NGRAM_ESTIMATORS.items():
     ESTIMATORS.register(_name, _factory)
+
+# binary classification (tasks/binary_classification.py): per-prompt learners on the context
+from icldyn.estimators.classification import CLASSIFIERS  # noqa: E402
+
+for _name, (_cls, _defaults) in CLASSIFIERS.items():
+    ESTIMATORS.register(_name, _named(_name, _cls, **_defaults))

@@ -24,6 +24,7 @@ def _register_all() -> None:
         EXPERIMENTS.register(exp.name, exp)
     for exp in (InductionNgram(), InductionFullExperiment(), Grokking()):
         EXPERIMENTS.register(exp.name, exp)
+    from icldyn.experiments.classification_icl import ClassificationICL; EXPERIMENTS.register(ClassificationICL.name, ClassificationICL())  # noqa: E702
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
     from icldyn.experiments.softmax_regression import SoftmaxRegression; EXPERIMENTS.register(SoftmaxRegression.name, SoftmaxRegression())  # noqa: E702
 

@@ -15,6 +15,7 @@ from icldyn.models.gpt import GPT, GPTConfig
 from icldyn.models.induction import InductionFull, InductionFullConfig, InductionSimplified, InductionSimplifiedConfig
 from icldyn.models.lsa import LSA, LSAConfig
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
+from icldyn.models.relu_attention_classifier import ReluAttentionClassifier, ReluAttentionClassifierConfig
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
 from icldyn.registry import Registry
 
@@ -25,6 +26,7 @@ MODELS.register("induction-simplified", (InductionSimplifiedConfig, InductionSim
 MODELS.register("induction-full", (InductionFullConfig, InductionFull))
 MODELS.register("multihead-attention", (MultiheadAttentionConfig, MultiheadAttention))
 MODELS.register("softmax-attention", (SoftmaxAttentionConfig, SoftmaxAttention))
+MODELS.register("relu-attention-classifier", (ReluAttentionClassifierConfig, ReluAttentionClassifier))
 
 
 def build_model(model_config, task, seeds: Sequence[int], dtype: torch.dtype = torch.float32) -> EnsembleModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from icldyn.probes.base import Probe, ProbeFactory, RecordContext
+from icldyn.probes.classification import classification_probe
 from icldyn.probes.features import feature_probe
 from icldyn.probes.grokking import grokking_probe
 from icldyn.probes.induction import induction_probe
@@ -37,6 +38,7 @@ PROBES.register("multihead_task_loss", task_loss_probe)
 PROBES.register("multihead_attention", attention_probe)
 PROBES.register("multihead_estimators", estimator_probe)
 PROBES.register("softmax_regression", softmax_regression_probe)
+PROBES.register("classification", classification_probe)
 
 
 def build_probes(config, task, specs: Sequence[str | tuple[str, dict[str, Any]]]) -> list[Probe]:

@@ -3,6 +3,7 @@
 from icldyn.config import config_union
 from icldyn.registry import Registry
 from icldyn.tasks.base import Batch, Task
+from icldyn.tasks.binary_classification import BinaryClassificationConfig, BinaryClassificationTask
 from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegressionTask
 from icldyn.tasks.modular_arithmetic import ModularArithmeticConfig, ModularArithmeticTask
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramSplitConfig, NgramSplitTask
@@ -18,6 +19,7 @@ TASKS.register("multitask-regression", (MultitaskRegressionConfig, MultitaskRegr
 TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeaturesTask))
 TASKS.register("softmax-regression", (SoftmaxRegressionConfig, SoftmaxRegressionTask))
 TASKS.register("modular-arithmetic", (ModularArithmeticConfig, ModularArithmeticTask))
+TASKS.register("binary-classification", (BinaryClassificationConfig, BinaryClassificationTask))
 
 # The union of the registered task configs, selected by `name` (`--set task.name=...`).
 TaskConfig = config_union(TASKS)
