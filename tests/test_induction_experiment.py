@@ -218,9 +218,25 @@ def test_configs_and_presets():
     exp = EXPERIMENTS["induction-ngram"]
     cfg = exp.config("quick")
     assert cfg.train.dataset_size + cfg.validation_size == 10_000 and cfg.train.batch_size >= cfg.train.dataset_size
-    assert exp.variants(cfg) == {"loss=paper": {"model.loss": "paper", "compare_losses": False},
-                                 "loss=code": {"model.loss": "code", "compare_losses": False}}
+    single = {"compare_losses": False, "code_variant": False}
+    assert exp.variants(cfg) == {"loss=paper": {"model.loss": "paper", **single},
+                                 "loss=code": {"model.loss": "code", **single}}
     assert exp.config("paper").train.steps == 50_000
+    # the paper presets add the authors' code-faithful run; the runs they made before keep their hashes
+    for name, old_names in (("induction-ngram", ["loss=paper", "loss=code"]), ("induction-full", ["fidelity=paper"])):
+        e = EXPERIMENTS[name]
+        paper = e.config("paper")
+        before = paper.model_copy(update={"code_variant": False})
+        variants = e.variants(paper)
+        assert set(variants) == {*old_names, "fidelity=code"}
+        for v in old_names:
+            ov = {k: val for k, val in variants[v].items() if k != "code_variant"}
+            assert (e.config("paper", variants[v]).config_hash()
+                    == (e.config("paper", ov).model_copy(update={"code_variant": False}).config_hash()))
+        assert e.variants(before) == (None if name == "induction-full" else e.variants(e.config("quick")))
+        code = e.config("paper", variants["fidelity=code"]).model
+        assert code.fidelity == "code" and code.loss == "code"
+    assert "code_variant" not in str(cfg.config_hash()) and cfg.config_hash() == cfg.model_copy().config_hash()
     staged = exp.config("quick", {"train.stages": [{"params": ["c"], "steps": 1000}, {"params": ["w"], "steps": 1000},
                                                    {"params": ["a"], "steps": 1000}]})
     assert [s.params for s in staged.train.stages] == [["c"], ["w"], ["a"]]

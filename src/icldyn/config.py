@@ -116,6 +116,9 @@ class ExperimentConfig(Strict):
             train.pop(key, None)
         # a block's options added later enter the hash only when they leave their default, so the
         # runs made before they existed keep their names (`unhashed_at_default` on the block's class)
+        for key in getattr(type(self), "unhashed_at_default", ()):  # the experiment's own later options
+            if key in payload and payload[key] == type(self).model_fields[key].default:
+                payload.pop(key)
         for block in ("task", "model"):
             cls, data = type(getattr(self, block)), payload.get(block) or {}
             for key in getattr(cls, "unhashed_at_default", ()):

@@ -16,6 +16,7 @@ import pandas as pd
 from icldyn.analysis import phases
 from icldyn.analysis.runs import curve_rows, final_values, metric_curve, seed_matrix, theory_constant
 from icldyn.analysis.runs import views as run_views
+from icldyn.models.induction import copier_span
 
 STAGES = ("selector", "copier", "classifier")
 PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
@@ -25,15 +26,19 @@ EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.
 # -- the run and its views -------------------------------------------------------------------------
 def loss_views(run) -> list[tuple[str, Any]]:
     """(claim-id suffix, run) pairs: `[paper]`/`[code]` for the variants of a sweep directory (variant
-    `loss=paper`), "" for a single run."""
+    `loss=paper`), `[code-faithful]` for variant `fidelity=code`, "" for a single run."""
     if not run.variants:
         return [("", run)]
-    return [(f"[{name.split('=')[-1]}]", r) for name, r in run_views(run)]
+    return [(_suffix(name), r) for name, r in run_views(run)]
+
+
+def _suffix(variant: str) -> str:
+    return "[code-faithful]" if variant == "fidelity=code" else f"[{variant.split('=')[-1]}]"
 
 
 def view_suffix(run) -> str:
     """The claim-id suffix `loss_views` gives this (sub-)run."""
-    return f"[{run.path.name.split('=')[-1]}]" if run.path.parent.name == "variants" else ""
+    return _suffix(run.path.name) if run.path.parent.name == "variants" else ""
 
 
 def stored_s_star(run) -> tuple[int, ...]:
@@ -201,9 +206,10 @@ def rpe_masses(run, at: str) -> np.ndarray:
     """Each head's positional attention mass over offsets 1..window (heads, window), seed mean,
     at the first record ("init") or the last ("end")."""
     c = run.config.model
-    mats = np.full((c.n_heads, c.window), np.nan)
+    span = copier_span(c)
+    mats = np.full((c.n_heads, span), np.nan)
     for h in range(c.n_heads):
-        for j in range(c.window):
+        for j in range(span):
             m = run.metric(f"probe/rpe_mass/{h}/{j + 1}")
             if len(m):
                 step = m["step"].min() if at == "init" else m["step"].max()

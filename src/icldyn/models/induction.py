@@ -25,6 +25,26 @@ Full model (`induction-full`, the paper's appendix; our reconstruction of the au
   raw-token features (the spec's non-empty subsets of heads). With Q = K = 0, O = I and
   `norm: l2` it is exactly the simplified model (a test checks it).
 
+Code-faithful option (`fidelity: code`; default `paper` is everything above). It follows the
+authors' code (gszfwsb/Unveiling-Induction-Heads, RPE/) where it differs from the paper's text:
+  window    head h (from 0) covers offsets h+1 … h+M (theirs: M = H), logits w^(h) over its own
+            window, so the copier spans offsets 1 … H−1+M (`span`); head h's logit on offset h+1
+            (the first of its window) is w_plus at init, the others w_minus (their W[h, h] = w+).
+            Their softmax runs over the offsets inside the sequence only; ours pads with zero
+            tokens — the same head output after the normalisation below (scale only).
+  normalise v̄ = v / (‖v‖ + 1e-7) (theirs) instead of v / max(‖v‖, 1e-12).
+  selector  components (own token x_i, head 1 … head H), named by offset (own token `0`, head h
+            `h+1`); every subset of components with |S| ≤ D, the empty one (`none`, feature 1)
+            and those with the own token included (their terms are ≈ 0: the query's own token is
+            the zero token); feature Π_{c∈S} (⟨v̄_i^c, v̄_q^c⟩ + 1e-24) (theirs: exp Σ log(· + 1e-24));
+            K(i) = Σ_S c_S² f_S(i) / (Σ_S c_S²)²  — theirs divides by ‖c‖² twice, so the effective
+            classifier scale is a / Σ c².
+  full      Q_h = K_h = O_h = proj_init·I at init (their `proj_init` = 0.01, "small identity"); set
+            `norm: l2` for their normalisation. Not established from the code readable here (their
+            full-model layer-1 file was not in the stored versions): the LayerNorm placement, the
+            1/√d logit scale and whether a head sees its own position — we keep ours.
+  loss, data: `loss: code` is a separate switch; data quirks are listed in the experiment doc.
+
 Two implementations of the same function (a test checks they agree):
   direct  the copier as a convolution over the M offsets at every position, (E, B, L+1, H, S);
   counts  K(i) depends only on cell(i) = (x_i, x_{i−1..i−M}) and on the query's window, so
@@ -51,7 +71,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +83,9 @@ from icldyn.errors import UsageError
 from icldyn.models.base import EnsembleModel, HookGroup, HookPoint, task_config
 
 COUNTS_MAX_CELLS = 4096  # `impl: auto` uses counts while C = S·(S+1)^M stays this small
+COUNTS_MAX_WINDOWS = 256  # … and the (W, C) table's W = (S+1)^M this small
+CODE_NORM_EPS = 1e-7      # the authors' v / (‖v‖ + eps)
+CODE_FEATURE_EPS = 1e-24  # the authors' exp Σ log(⟨·,·⟩ + eps)
 
 
 class InductionSimplifiedConfig(Strict):
@@ -79,10 +102,15 @@ class InductionSimplifiedConfig(Strict):
                                      "taken as logits (the authors' code)")
     loss_eps: float = Field(default=1e-8, gt=0, description="eps of the paper loss (a floor at −log eps)")
     impl: Literal["auto", "direct", "counts"] = "auto"
+    fidelity: Literal["paper", "code"] = Field(
+        default="paper", description="paper: the paper's model; code: the authors' code where it differs "
+                                     "(per-head windows, selector with empty/own-token subsets and a double "
+                                     "normalisation, their init; module doc)")
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fidelity", "proj_init")
 
     @model_validator(mode="after")
     def _check_heads(self):
-        if self.n_heads > self.window:
+        if self.fidelity == "paper" and self.n_heads > self.window:
             raise ValueError(f"model.n_heads ({self.n_heads}) must be ≤ model.window ({self.window}): "
                              "head h is initialised on offset h")
         if self.max_degree > self.n_heads:
@@ -94,11 +122,28 @@ class InductionFullConfig(InductionSimplifiedConfig):
     name: Literal["induction-full"] = "induction-full"
     qk_init: float = Field(default=1e-3, description="Q_h = K_h = qk_init·I at init")
     norm: Literal["layernorm", "l2"] = Field(default="layernorm", description="normalisation of head outputs")
+    proj_init: float = Field(default=0.01, description="fidelity code: Q_h = K_h = O_h = proj_init·I at init")
 
 
 def subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
     """Non-empty subsets of heads (0-based) with at most `max_degree` members, by size then order."""
     return [s for k in range(1, max_degree + 1) for s in itertools.combinations(range(n_heads), k)]
+
+
+def copier_span(config) -> int:
+    """How many offsets 1..span the copier reads: M (paper), H − 1 + M (code: head h covers h+1..h+M)."""
+    return config.window if config.fidelity == "paper" else config.n_heads - 1 + config.window
+
+
+def code_subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
+    """fidelity code: subsets of the components (0 the own token, h+1 head h) with |S| ≤ max_degree,
+    the empty one included, by size then order."""
+    return [s for k in range(0, max_degree + 1) for s in itertools.combinations(range(n_heads + 1), k)]
+
+
+def code_subset_name(subset) -> str:
+    """Components named by offset (own token `0`, head h `h+1`): `1+2`, `0+1`; `none` for ∅."""
+    return "+".join(str(c) for c in subset) if subset else "none"
 
 
 def subset_name(subset) -> str:
@@ -183,17 +228,24 @@ class InductionSimplified(EnsembleModel):
         self.config = config
         self.S = int(task_config(task).n_states)
         E, H, M = len(seeds), config.n_heads, config.window
+        self.code = config.fidelity == "code"
+        self.span = copier_span(config)
         w = torch.full((E, H, M), config.w_minus, dtype=dtype)
-        w[:, torch.arange(H), torch.arange(H)] = config.w_plus
+        # paper: head h prefers offset h+1 (entry h); code: the first offset of its window h+1..h+M
+        w[:, torch.arange(H), 0 if self.code else torch.arange(H)] = config.w_plus
         self.w = nn.Parameter(w)
-        self.subsets = subsets(H, config.max_degree)
-        self.subset_names = [subset_name(s) for s in self.subsets]
+        # entry j of head h's logits sits at offset (index) h + j (code) or j (paper)
+        shift = torch.arange(H)[:, None] if self.code else torch.zeros(H, 1, dtype=torch.long)
+        self.register_buffer("offset_index", shift + torch.arange(M), persistent=False)
+        self.subsets = code_subsets(H, config.max_degree) if self.code else subsets(H, config.max_degree)
+        self.subset_names = [(code_subset_name if self.code else subset_name)(s) for s in self.subsets]
         self.c = nn.Parameter(torch.full((E, len(self.subsets)), config.c_init, dtype=dtype))
         self.a = nn.Parameter(torch.full((E,), config.a_init, dtype=dtype))
-        # members of each subset, padded with index H (a column of ones) to max_degree
-        idx = torch.full((len(self.subsets), config.max_degree), H, dtype=torch.long)
+        # members of each subset, padded with the index of a column of ones to max_degree
+        n_comp = H + 1 if self.code else H
+        idx = torch.full((len(self.subsets), config.max_degree), n_comp, dtype=torch.long)
         for k, s in enumerate(self.subsets):
-            idx[k, : len(s)] = torch.tensor(s)
+            idx[k, : len(s)] = torch.tensor(s, dtype=torch.long)
         self.register_buffer("subset_index", idx, persistent=False)
         self._cells: tuple | None = None  # (key, _Cells, x): x is held so its address stays unique
         self.blocks = nn.ModuleList([
@@ -209,19 +261,32 @@ class InductionSimplified(EnsembleModel):
         c2 = self.c.pow(2)
         return c2 / c2.sum(-1, keepdim=True)
 
+    def rpe_logits(self) -> torch.Tensor:
+        """Positional logits over the offsets 1..span (E, H, span): −inf outside a head's window."""
+        if not self.code:
+            return self.w
+        out = torch.full((*self.w.shape[:2], self.span), -torch.inf, dtype=self.w.dtype, device=self.w.device)
+        return out.scatter(-1, self.offset_index.expand_as(self.w), self.w)
+
     def rpe_mass(self) -> torch.Tensor:
-        """Each head's attention mass on each offset 1..M, softmax(w) (E, H, M).
+        """Each head's attention mass on each offset 1..span (E, H, span) (span = M on `paper`).
 
         In the full model this is the positional part; the content term shifts it per token.
         """
-        return torch.softmax(self.w, -1)
+        return torch.softmax(self.rpe_logits(), -1)
+
+    def normalise(self, v: torch.Tensor) -> torch.Tensor:
+        """Head outputs to unit length over the last axis (the authors' eps on `code`)."""
+        if self.code:
+            return v / (v.norm(dim=-1, keepdim=True) + CODE_NORM_EPS)
+        return F.normalize(v, dim=-1, eps=1e-12)
 
     # -- layers ----------------------------------------------------------------------------------
     def copier(self, own: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-        """own (E|1, N, S) own token, win (E|1, N, M, S) → normalised head outputs (E, N, H, S)."""
+        """own (E|1, N, S) own token, win (E|1, N, span, S) → normalised head outputs (E, N, H, S)."""
         p = self.blocks[0].attn.hook_pattern(self.rpe_mass())
         v = torch.einsum("ehm,enms->enhs", p, win.expand(p.shape[0], *win.shape[1:]))
-        return F.normalize(v, dim=-1, eps=1e-12)
+        return self.normalise(v)
 
     def similarity(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Per-head ⟨v̄_i, v̄_q⟩: keys (E, ..., H, S), query broadcastable → (E, ..., H)."""
@@ -230,19 +295,25 @@ class InductionSimplified(EnsembleModel):
     def selector(self, G: torch.Tensor) -> torch.Tensor:
         """G (E, ..., H) per-head similarities → K (E, ...)."""
         G = G.movedim(-1, 0)                                                  # (H, E, ...)
+        if self.code:  # the own-token component: ⟨x_i, x_{L+1}⟩ = 0 (the query is the zero token)
+            G = torch.cat([torch.zeros_like(G[:1]), G]) + CODE_FEATURE_EPS     # (H+1, E, ...)
         members = torch.cat([G, torch.ones_like(G[:1])])[self.subset_index]  # (n_subsets, D, E, ...)
         feats = members[:, 0]
         for d in range(1, members.shape[1]):  # explicit products: prod's backward is slow on zeros
             feats = feats * members[:, d]
         weights = self.blocks[1].hook_selector_weights(self.subset_weights())
-        return torch.einsum("ke...,ek->e...", feats, weights)
+        K = torch.einsum("ke...,ek->e...", feats, weights)
+        if self.code:  # their second division by ‖c‖²
+            K = K / self.c.pow(2).sum(-1).reshape(-1, *([1] * (K.dim() - 1)))
+        return K
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, batch) -> torch.Tensor:
         """ŷ (E, B, S) for the target x_{L+1} of each prompt."""
         impl = self.config.impl
         if impl == "auto":
-            impl = "counts" if self.S * (self.S + 1) ** self.config.window <= COUNTS_MAX_CELLS else "direct"
+            windows_ = (self.S + 1) ** self.span
+            impl = "counts" if self.S * windows_ <= COUNTS_MAX_CELLS and windows_ <= COUNTS_MAX_WINDOWS else "direct"
         x = batch.x
         if x.dim() != 3 or x.dtype != torch.long:
             raise UsageError(f"{type(self).__name__} takes long tokens x (E, B, L); got {tuple(x.shape)} {x.dtype}")
@@ -251,7 +322,7 @@ class InductionSimplified(EnsembleModel):
 
     def forward_direct(self, x: torch.Tensor) -> torch.Tensor:
         """The model as written: x (E|1, B, L) long → ŷ (E, B, S)."""
-        E, (Ex, B, L), M = self.n_seeds, x.shape, self.config.window
+        E, (Ex, B, L), M = self.n_seeds, x.shape, self.span
         dt = self.w.dtype
         onehot = F.one_hot(x, self.S).to(dt)                                  # (Ex, B, L, S)
         seq = F.pad(onehot, (0, 0, 0, 1))                                     # zero token at L+1
@@ -270,15 +341,15 @@ class InductionSimplified(EnsembleModel):
         the training batch.
         """
         if not torch.is_grad_enabled():
-            return _Cells(x, self.S, self.config.window, self.w.dtype)
+            return _Cells(x, self.S, self.span, self.w.dtype)
         key = (x.data_ptr(), tuple(x.shape), x.stride(), x._version, x.device, self.w.dtype)
         if self._cells is None or self._cells[0] != key:
-            self._cells = (key, _Cells(x, self.S, self.config.window, self.w.dtype), x)
+            self._cells = (key, _Cells(x, self.S, self.span, self.w.dtype), x)
         return self._cells[1]
 
     def k_table(self) -> torch.Tensor:
         """K for every (cell, query window) pair: (E, W, C), W = (S+1)^M windows, C = S·W cells."""
-        S, M = self.S, self.config.window
+        S, M = self.S, self.span
         cell_own, cell_win, win = cell_table(S, M, self.w.dtype, self.w.device)
         query = self.copier(torch.zeros_like(win[None, :, 0]), win[None])     # (E, W, H, S)
         if not self.reads_own_token:  # K depends on the cell's window only: 1/S of the work
@@ -315,9 +386,10 @@ class InductionFull(InductionSimplified):
         super().__init__(config, task, seeds, dtype)
         E, H, S = len(seeds), config.n_heads, self.S
         eye = torch.eye(S, dtype=dtype).expand(E, H, S, S)
-        self.q_proj = nn.Parameter(config.qk_init * eye.clone())
-        self.k_proj = nn.Parameter(config.qk_init * eye.clone())
-        self.ov = nn.Parameter(eye.clone())
+        qk, ov = (config.proj_init, config.proj_init) if self.code else (config.qk_init, 1.0)
+        self.q_proj = nn.Parameter(qk * eye.clone())
+        self.k_proj = nn.Parameter(qk * eye.clone())
+        self.ov = nn.Parameter(ov * eye.clone())
         self.ln_weight = nn.Parameter(torch.ones(E, S, dtype=dtype))
         self.ln_bias = nn.Parameter(torch.zeros(E, S, dtype=dtype))
 
@@ -326,12 +398,13 @@ class InductionFull(InductionSimplified):
         own, win = own.expand(E, *own.shape[1:]), win.expand(E, *win.shape[1:])
         qk = self.q_proj @ self.k_proj.transpose(-1, -2)                      # (E, H, S, S)
         content = torch.einsum("enht,enmt->enhm", torch.einsum("ens,ehst->enht", own, qk), win)
-        attn = self.blocks[0].attn.hook_pattern(torch.softmax(content + self.w[:, None], -1))  # (E, N, H, M)
+        logits = content + self.rpe_logits()[:, None]                         # (E, N, H, span)
+        attn = self.blocks[0].attn.hook_pattern(torch.softmax(logits, -1))
         v = torch.einsum("enhs,ehst->enht", torch.einsum("enhm,enms->enhs", attn, win), self.ov)
         if self.config.norm == "l2":
-            return F.normalize(v, dim=-1, eps=1e-12)
+            return self.normalise(v)
         v = F.layer_norm(v, (self.S,))
         return v * self.ln_weight[:, None, None] + self.ln_bias[:, None, None]
 
     def similarity(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        return torch.relu((keys * query).sum(-1))
+        return torch.relu((keys * query).sum(-1))  # code: their log(· + 1e-24) needs ≥ 0 too
