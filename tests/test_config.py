@@ -177,3 +177,13 @@ def test_unions_add_nothing_to_the_hashed_dump():
     cfg = quick()
     assert set(cfg.model_dump()) == {"experiment", "preset", "seed", "n_seeds", "eval_seed", "device", "task",
                                      "model", "train", "align_with", "sampled_check"}
+
+
+def test_gpt_options_added_later_keep_old_run_names():
+    """GPTConfig's activation/tokens/readout (added for grokking) enter the hash only away from their
+    defaults: linreg-gpt's quick run keeps the name it had before they existed (1b4d337841)."""
+    from icldyn.experiments import EXPERIMENTS
+
+    quick = EXPERIMENTS["linreg-gpt"].config("quick")
+    assert quick.config_hash() == "1b4d337841"
+    assert apply_overrides(quick, {"model.activation": "relu"}).config_hash() != "1b4d337841"

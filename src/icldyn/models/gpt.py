@@ -45,7 +45,7 @@ for the spectral probes.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,9 @@ _SIZED = ("n_layers", "n_heads", "width")
 
 
 class GPTConfig(Strict):
+    # options added after runs were stored enter the config hash only when they leave their default
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("activation", "tokens", "readout")
+
     name: Literal["gpt"] = "gpt"
     size: Optional[Literal["tiny", "small", "standard"]] = Field(
         default=None, description="shortcut fixing n_layers/n_heads/width: tiny 3/2/64, small 6/4/128, "
