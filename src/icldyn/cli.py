@@ -132,6 +132,78 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    spec: str = typer.Argument(..., help="a sweep spec (YAML file) or an experiment name with --grid"),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="sweep a key over values: a.b=[v1,v2,...] "
+                                             "(repeatable; the members are the product)"),
+    preset: Optional[str] = typer.Option(None, help="quick or paper (overrides the spec's)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="a fixed override for every member: a.b=value"),
+    seeds: Optional[int] = typer.Option(None, min=1, help="every member trains seeds 0..N-1 together"),
+    backend: str = typer.Option("local", help="local (a process pool here), ray, or slurm (submitit)"),
+    address: Optional[str] = typer.Option(None, help="Ray: auto, host:port or ray://...; default a local Ray"),
+    max_parallel: Optional[int] = typer.Option(None, min=1, help="members training at once (local: "
+                                               "processes, default one per core; ray: tasks in flight; slurm: array parallelism)"),
+    storage: str = typer.Option("auto", help="Ray: auto | shared | ship (results back through Ray)"),
+    out: Path = typer.Option(Path("runs"), help="root of the run directories"),
+    strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
+):
+    """Train a sweep's members on one machine or a cluster; rerunning it resumes it."""
+    from icldyn import api
+    from icldyn.config import parse_value
+    from icldyn.sweep import load_spec
+
+    try:
+        data = load_spec(spec).model_dump() if spec.endswith((".yaml", ".yml")) or Path(spec).is_file() \
+            else {"experiment": spec}
+        for item in grid or []:
+            if "=" not in item:
+                raise UsageError(f"--grid takes key=[v1,v2,...], got {item!r}")
+            key, values = item.split("=", 1)
+            values = parse_value(values.strip())
+            data.setdefault("grid", {})[key.strip()] = values if isinstance(values, list) else [values]
+        over = {k.strip(): parse_value(v.strip()) for k, v in (i.split("=", 1) for i in set_ or [] if "=" in i)}
+        data["overrides"] = {**data.get("overrides", {}), **over}
+        data.update({k: v for k, v in (("preset", preset), ("seeds", seeds)) if v is not None})
+        bar, update, status = _sweep_progress()
+        with bar:
+            summary, result = api.sweep(data, backend=backend, address=address, max_parallel=max_parallel,
+                                        out=out, progress=update, status=status, storage=storage)
+    except (UsageError, DivergedError) as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
+    console.print(f"sweep: [green]{len(summary.done)} done[/], {len(summary.skipped)} skipped, "
+                  f"[{'red' if summary.failed else 'green'}]{len(summary.failed)} failed[/] "
+                  f"in {summary.wall_s:.1f} s")
+    for name, reason in summary.failed.items():
+        console.print(f"  [red]failed[/] {name} (after {summary.attempts.get(name, 1)} tries): {reason}",
+                      soft_wrap=True, highlight=False)
+    for name, step in summary.resumed_from.items():
+        console.print(f"  {name} resumed from its checkpoint at step {step}")
+    console.print(f"sweep directory: [bold]{summary.path}[/]")
+    if result is None:
+        raise typer.Exit(1)
+    console.print(claims_table(result.claims, str(summary.path)))
+    if strict and any(c["passed"] is False for c in result.claims):
+        raise typer.Exit(1)
+
+
+def _sweep_progress():
+    """One view over all members: a bar for the sweep (members finished) and one per member."""
+    bar, update = _progress()
+    overall = bar.add_task("sweep", total=None, loss=float("nan"))
+    states: dict[str, str] = {}
+
+    def status(name: str, state: str) -> None:
+        states[name] = state
+        finished = sum(s in ("done", "skipped", "failed") for s in states.values())
+        bar.update(overall, total=len(states), completed=finished,
+                   description=f"sweep ({sum(s == 'failed' for s in states.values())} failed)")
+
+    return bar, update, status
+
+
 @app.command()
 def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `icldyn run`"),
            strict: bool = typer.Option(False, help="exit 1 when a claim fails")):
