@@ -31,6 +31,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     resumed_from: dict[str, int] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)  # what each member's engine said (node, storage)
     wall_s: float = 0.0
 
     @property
@@ -98,6 +99,7 @@ def _finish(member: Member, result: dict | None, summary: Summary) -> None:
         unpack(result["files"], member.path)
     if result.get("resumed_from") is not None:
         summary.resumed_from[member.name] = result["resumed_from"]
+    summary.results[member.name] = {k: v for k, v in result.items() if k != "files"}
     summary.done.append(member.name)
 
 

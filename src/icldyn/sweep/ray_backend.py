@@ -45,9 +45,12 @@ def _member_task(experiment, config, path, label, device, threads, storage, swee
     if storage == "auto":
         t = Path(path).parent.parent / TOKEN
         storage = "shared" if t.exists() and t.read_text() == token else "ship"
+    import ray
+
     report = (lambda *item: queue.put_nowait(item)) if queue is not None else None
-    return train_member(experiment, config, path, label, device=device, threads=threads, storage=storage,
-                        sweep_key=sweep_key, report=report)
+    out = train_member(experiment, config, path, label, device=device, threads=threads, storage=storage,
+                       sweep_key=sweep_key, report=report)
+    return {**out, "node": ray.get_runtime_context().get_node_id(), "storage": storage}
 
 
 class RayBackend:
