@@ -162,7 +162,10 @@ def sweep_cmd(
             key, values = item.split("=", 1)
             values = parse_value(values.strip())
             data.setdefault("grid", {})[key.strip()] = values if isinstance(values, list) else [values]
-        over = {k.strip(): parse_value(v.strip()) for k, v in (i.split("=", 1) for i in set_ or [] if "=" in i)}
+        bad = [i for i in set_ or [] if "=" not in i]
+        if bad:
+            raise UsageError(f"--set takes key=value, got {bad[0]!r}")
+        over = {k.strip(): parse_value(v.strip()) for k, v in (i.split("=", 1) for i in set_ or [])}
         data["overrides"] = {**data.get("overrides", {}), **over}
         data.update({k: v for k, v in (("preset", preset), ("seeds", seeds)) if v is not None})
         bar, update, status = _sweep_progress()
