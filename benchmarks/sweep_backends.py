@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--backends", default="local,ray", help="in this order (to see order effects)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -49,7 +50,7 @@ def main() -> None:
         for m in sweep.plan(sweep.load_spec(spec), Path(tmp) / "serial").members:
             train_member(m.config.experiment, m.config, str(m.path), m.label, device="cpu")
         out["serial_s"] = time.perf_counter() - t
-        for backend in ("local", "ray"):
+        for backend in args.backends.split(","):
             t = time.perf_counter()
             s = sweep.run_sweep(sweep.plan(sweep.load_spec(spec), Path(tmp) / backend), backend,
                                 max_parallel=args.slots)
