@@ -180,7 +180,8 @@ def sweep_cmd(
                   f"[{'red' if summary.failed else 'green'}]{len(summary.failed)} failed[/] "
                   f"in {summary.wall_s:.1f} s")
     for name, reason in summary.failed.items():
-        console.print(f"  [red]failed[/] {name} (after {summary.attempts.get(name, 1)} tries): {reason}",
+        n = summary.attempts.get(name, 1)
+        console.print(f"  [red]failed[/] {name} (after {n} {'try' if n == 1 else 'tries'}): {reason}",
                       soft_wrap=True, highlight=False)
     for name, step in summary.resumed_from.items():
         console.print(f"  {name} resumed from its checkpoint at step {step}")
@@ -195,13 +196,15 @@ def sweep_cmd(
 def _sweep_progress():
     """One view over all members: a bar for the sweep (members finished) and one per member."""
     bar, update = _progress()
-    overall = bar.add_task("sweep", total=None, loss=float("nan"))
     states: dict[str, str] = {}
+    overall: list[int] = []  # the sweep's bar, shown once the first member has a state
 
     def status(name: str, state: str) -> None:
         states[name] = state
+        if not overall:
+            overall.append(bar.add_task("sweep", total=None, loss=float("nan")))
         finished = sum(s in ("done", "skipped", "failed") for s in states.values())
-        bar.update(overall, total=len(states), completed=finished,
+        bar.update(overall[0], total=len(states), completed=finished,
                    description=f"sweep ({sum(s == 'failed' for s in states.values())} failed)")
 
     return bar, update, status
