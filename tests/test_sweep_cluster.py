@@ -91,3 +91,43 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, ti
     assert s.ok and s.attempts[member.name] == 2
     assert s.resumed_from[member.name] >= 40  # the retry continued from a checkpoint, not from step 0
     pd.testing.assert_frame_equal(member_metrics(s.path), member_metrics(reference(tmp_path, over, grid).path))
+
+
+def test_a_preempted_slurm_task_is_requeued_and_resumes_from_its_checkpoint(tmp_path, tiny):
+    """A task signalled as Slurm signals a preempted one checkpoints and is requeued by submitit."""
+    pytest.importorskip("submitit")
+    from icldyn.sweep.driver import execute
+    from icldyn.sweep.slurm import SlurmBackend
+
+    over = {**tiny, "train.steps": 1500, "train.n_records": 8, "train.checkpoint_every": 20}
+    grid = {"train.lr": [0.01]}
+    p = plan(load_spec({"experiment": "linreg-lsa", "overrides": over, "grid": grid}), tmp_path / "slurm")
+    engine = SlurmBackend(p, cluster="local")
+    member = p.members[0]
+    preempted: list = []
+
+    def preempt():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            steps = [int(f.stem.split("_")[1]) for f in (member.path / "checkpoints").glob("step_*.safetensors")]
+            if steps and max(steps) >= 40 and engine.jobs:
+                # Slurm signals the task itself on preemption; submitit's local controller would not
+                # forward the signal (its `_interrupt` goes to the controller), so send it as Slurm does
+                import psutil
+                from submitit.local.local import LocalJobEnvironment
+
+                job = next(iter(engine.jobs))
+                for task in psutil.Process(job._process.pid).children():
+                    task.send_signal(LocalJobEnvironment._usr_sig())
+                preempted.append(max(steps))
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=preempt, daemon=True)
+    t.start()
+    s = execute(p, engine)
+    t.join(timeout=1)
+    print("preempted at checkpoint", preempted, "resumed from:", s.resumed_from, "tries:", s.attempts)
+    assert preempted and s.ok and s.attempts[member.name] == 1  # requeued by submitit, not retried by us
+    assert s.resumed_from[member.name] >= 40
+    pd.testing.assert_frame_equal(member_metrics(p.path), member_metrics(reference(tmp_path, over, grid).path))
