@@ -1,6 +1,7 @@
 """Sweeps: the spec's checks, the retry loop, and the backends against each other (local, a real
 local Ray instance, Slurm through submitit's local executor) — the same members, the same metrics."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -59,20 +60,28 @@ def test_a_bad_spec_is_one_sentence(bad, words):
         plan(load_spec(bad), "runs")
 
 
-def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, tiny, monkeypatch):
+def test_cli_bad_input_exits_2_with_one_sentence(tmp_path, monkeypatch):
     spec = tmp_path / "s.yaml"
     spec.write_text("experiment: linreg-lsa\ngrid: {train.lr: []}\n")
-    runner = CliRunner()
-    cases = [["sweep", str(spec)], ["sweep", "nope", "--grid", "train.lr=[0.1]"],
-             ["sweep", "linreg-lsa", "--grid", "train.lr=[0.1]", "--backend", "ray", "--address", "127.0.0.1:1",
-              "--out", str(tmp_path)]]
-    monkeypatch.setitem(sys.modules, "submitit", None)  # as if `icldyn[slurm]` were not installed
-    cases.append(["sweep", "linreg-lsa", "--grid", "train.lr=[0.1]", "--backend", "slurm", "--out", str(tmp_path)])
-    for args in cases:
-        res = runner.invoke(app, args)
+    one = ["sweep", "linreg-lsa", "--grid", "train.lr=[0.1]", "--out", str(tmp_path)]
+
+    def usage_error(args, words):
+        res = CliRunner().invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
-        assert "Traceback" not in res.output and "error:" in res.output
-    assert "submitit" in res.output
+        text = res.output.strip()
+        assert text.startswith("error:") and len(text.splitlines()) == 1 and words in text, text
+
+    usage_error(["sweep", str(spec)], "empty")
+    usage_error(["sweep", "nope", "--grid", "train.lr=[0.1]"], "unknown experiment")
+    usage_error([*one, "--set", "train.lrr=3"], "train.lrr")
+    usage_error([*one, "--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers")
+    if shutil.which("sbatch") is None:
+        usage_error([*one, "--backend", "slurm"], "sbatch not found")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if `icldyn[slurm]` were not installed
+    usage_error([*one, "--backend", "slurm"], "needs submitit, the `slurm` extra")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    usage_error([*one, "--backend", "ray"], "needs Ray, the `ray` extra")
+    usage_error(["sweep", "linreg-lsa", "--out", str(tmp_path)], "non-empty `grid` (key: list of values)")
     assert not list(tmp_path.glob("linreg-lsa/*/variants/*"))  # nothing trained
 
 

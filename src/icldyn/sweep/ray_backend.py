@@ -25,7 +25,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError("--backend ray needs Ray: pip install 'icldyn[ray]'") from None
+        raise UsageError("--backend ray needs Ray, the `ray` extra of icldyn (pip install -c constraints.txt ray)") from None
     return ray
 
 

@@ -9,6 +9,7 @@ submitit is imported only here.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from icldyn.errors import UsageError
@@ -19,7 +20,7 @@ def _import_submitit():
     try:
         import submitit
     except ImportError:
-        raise UsageError("--backend slurm needs submitit: pip install 'icldyn[slurm]'") from None
+        raise UsageError("--backend slurm needs submitit, the `slurm` extra of icldyn (pip install submitit)") from None
     return submitit
 
 
@@ -39,6 +40,9 @@ class SlurmBackend:
     def __init__(self, plan, *, max_parallel: int | None = None, cluster: str | None = None,
                  device: str = "auto", slurm: dict | None = None):
         self.submitit = _import_submitit()
+        if cluster is None and shutil.which("sbatch") is None:
+            raise UsageError("--backend slurm: no Slurm on this machine (sbatch not found); run the sweep from "
+                             "a login node of a Slurm cluster")
         folder = Path(plan.path) / ".submitit"
         self.executor = self.submitit.AutoExecutor(folder=folder, cluster=cluster)
         res = plan.spec.resources

@@ -115,7 +115,7 @@ def plan(spec: SweepSpec, out: str | Path = "runs") -> SweepPlan:
     exp = EXPERIMENTS[spec.experiment]
     config = exp.config(spec.preset, spec.overrides or None, seeds=spec.seeds, device=spec.device)
     if not spec.grid and not spec.points:
-        raise UsageError("a sweep needs a non-empty `grid` (key: [values]) or `points` ([{key: value}, ...])")
+        raise UsageError("a sweep needs a non-empty `grid` (key: list of values) or `points` ([{key: value}, ...])")
     for key, values in spec.grid.items():
         if not values:
             raise UsageError(f"grid key {key!r} has an empty list of values; give at least one, e.g. {key}: [1, 2]")
