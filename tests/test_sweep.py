@@ -128,6 +128,7 @@ def test_ray_members_equal_the_local_backend_bit_for_bit_and_a_rerun_trains_noth
     ray_, run = api.sweep(spec_of(tiny), backend="ray", out=tmp_path / "ray")
     assert sorted(ray_.done) == sorted(local.done) == ["train.lr=0.01", "train.lr=0.03"] and ray_.ok
     pd.testing.assert_frame_equal(member_metrics(ray_.path), member_metrics(local.path))
+    assert {r["storage"] for r in ray_.results.values()} == {"shared"}  # the workers saw the driver's token
     assert run.env["complete"] and len(run.variants) == 2
     # the same sweep from the command line finds every member complete: it trains nothing
     sets = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}".replace(" ", ""))]
