@@ -14,10 +14,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first, pinned to the CPU build available here; the constraints file keeps every later
-# install (extras included) from resolving a newer torch and gigabytes of CUDA packages.
+# install (extras included) from resolving a newer torch and gigabytes of CUDA packages. The sweep
+# backends' extras (ray, slurm) come with the test extra: their tests run in the suite, not skip.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray,slurm]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,7 @@
 """Bad input gets one clear sentence and exit code 2; the happy path prints a claims table."""
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from icldyn.cli import app
@@ -86,3 +88,21 @@ def test_an_interrupted_run_says_how_to_resume(monkeypatch, tmp_path):
     r = invoke("run", "linreg-lsa", "--out", str(tmp_path))
     assert r.exit_code == 130
     assert "interrupted" in r.output and "--resume" in r.output and "Traceback" not in r.output
+
+
+def test_error_messages_are_printed_as_text_not_markup(tmp_path):
+    """A message holding brackets (`pip install 'icldyn[slurm]'`, `[code]` suffixes) keeps them."""
+    from icldyn import cli
+    from icldyn.errors import UsageError
+
+    # rich would swallow `[slurm]` as a style tag without escaping
+    cli.err_console.record = True
+    with pytest.raises(typer.Exit):
+        cli._fail(UsageError("install it: pip install 'icldyn[slurm]'"))
+    assert "icldyn[slurm]" in cli.err_console.export_text()
+
+
+def test_palette_cycles_past_ten_series():
+    from icldyn.report.plots import PALETTE
+
+    assert PALETTE[13] == PALETTE[3] and PALETTE[-1] == PALETTE[9] and len(PALETTE[2:5]) == 3

@@ -261,3 +261,27 @@ def export(run_dir: str | Path, tensorboard: str | Path) -> list[Path]:
     from icldyn.report.export import export_tensorboard
 
     return export_tensorboard(load_run(run_dir), tensorboard)
+
+
+def sweep(spec, *, backend: str = "local", address: str | None = None, max_parallel: int | None = None,
+          out: str | Path = "runs", progress: Callable | None = None, status: Callable | None = None,
+          storage: str = "auto", cluster: str | None = None):
+    """Run a sweep spec (a YAML path, a dict or a `SweepSpec`) on `backend`; return (summary, run).
+
+    Complete members are skipped, incomplete ones resume from their checkpoint; when every member is
+    complete the sweep directory's claims and figures are computed and it is marked complete (run is
+    then the loaded sweep, else None). See `icldyn.sweep`.
+    """
+    from icldyn import sweep as sweeps
+
+    spec = spec if isinstance(spec, sweeps.SweepSpec) else sweeps.load_spec(spec)
+    plan = sweeps.plan(spec, out)
+    summary = sweeps.run_sweep(plan, backend, address=address, max_parallel=max_parallel, progress=progress,
+                               status=status, storage=storage, cluster=cluster)
+    if not summary.ok:
+        return summary, None
+    result = load_run(plan.path)
+    recompute_claims(result)
+    mark(RunDir(plan.path), end=now(), complete=True)
+    _write_report(load_run(plan.path), recursive=False)  # the page's environment: complete, end time
+    return summary, load_run(plan.path)

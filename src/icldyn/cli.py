@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -71,7 +72,8 @@ def _interrupted() -> None:
 
 
 def _fail(err: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+    # the message is text, not markup: `icldyn[slurm]` keeps its brackets
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
     raise typer.Exit(getattr(err, "exit_code", 1))
 
 
@@ -140,6 +142,84 @@ def run(
         console.print("figures: " + ", ".join(str(f) for f in figs))
     if strict and any(c["passed"] is False for c in result.claims):
         raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec: str = typer.Argument(..., help="a sweep spec (YAML file) or an experiment name with --grid"),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="sweep a key over values: a.b=[v1,v2,...] "
+                                             "(repeatable; the members are the product)"),
+    preset: Optional[str] = typer.Option(None, help="quick or paper (overrides the spec's)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="a fixed override for every member: a.b=value"),
+    seeds: Optional[int] = typer.Option(None, min=1, help="every member trains seeds 0..N-1 together"),
+    backend: str = typer.Option("local", help="local (a process pool here), ray, or slurm (submitit)"),
+    address: Optional[str] = typer.Option(None, help="Ray: auto, host:port or ray://...; default a local Ray"),
+    max_parallel: Optional[int] = typer.Option(None, min=1, help="members training at once (local: "
+                                               "processes, default one per core; ray: tasks in flight; slurm: array parallelism)"),
+    storage: str = typer.Option("auto", help="Ray: auto | shared | ship (results back through Ray)"),
+    out: Path = typer.Option(Path("runs"), help="root of the run directories"),
+    strict: bool = typer.Option(False, help="exit 1 when a claim fails"),
+):
+    """Train a sweep's members on one machine or a cluster; rerunning it resumes it."""
+    from icldyn import api
+    from icldyn.config import parse_value
+    from icldyn.sweep import load_spec
+
+    try:
+        data = load_spec(spec).model_dump() if spec.endswith((".yaml", ".yml")) or Path(spec).is_file() \
+            else {"experiment": spec}
+        for item in grid or []:
+            if "=" not in item:
+                raise UsageError(f"--grid takes key=[v1,v2,...], got {item!r}")
+            key, values = item.split("=", 1)
+            values = parse_value(values.strip())
+            data.setdefault("grid", {})[key.strip()] = values if isinstance(values, list) else [values]
+        bad = [i for i in set_ or [] if "=" not in i]
+        if bad:
+            raise UsageError(f"--set takes key=value, got {bad[0]!r}")
+        over = {k.strip(): parse_value(v.strip()) for k, v in (i.split("=", 1) for i in set_ or [])}
+        data["overrides"] = {**data.get("overrides", {}), **over}
+        data.update({k: v for k, v in (("preset", preset), ("seeds", seeds)) if v is not None})
+        bar, update, status = _sweep_progress()
+        with bar:
+            summary, result = api.sweep(data, backend=backend, address=address, max_parallel=max_parallel,
+                                        out=out, progress=update, status=status, storage=storage)
+    except (UsageError, DivergedError) as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
+    console.print(f"sweep: [green]{len(summary.done)} done[/], {len(summary.skipped)} skipped, "
+                  f"[{'red' if summary.failed else 'green'}]{len(summary.failed)} failed[/] "
+                  f"in {summary.wall_s:.1f} s")
+    for name, reason in summary.failed.items():
+        n = summary.attempts.get(name, 1)
+        console.print(f"  [red]failed[/] {name} (after {n} {'try' if n == 1 else 'tries'}): {reason}",
+                      soft_wrap=True, highlight=False)
+    for name, step in summary.resumed_from.items():
+        console.print(f"  {name} resumed from its checkpoint at step {step}")
+    console.print(f"sweep directory: [bold]{summary.path}[/]")
+    if result is None:
+        raise typer.Exit(1)
+    console.print(claims_table(result.claims, str(summary.path)))
+    if strict and any(c["passed"] is False for c in result.claims):
+        raise typer.Exit(1)
+
+
+def _sweep_progress():
+    """One view over all members: a bar for the sweep (members finished) and one per member."""
+    bar, update = _progress()
+    states: dict[str, str] = {}
+    overall: list[int] = []  # the sweep's bar, shown once the first member has a state
+
+    def status(name: str, state: str) -> None:
+        states[name] = state
+        if not overall:
+            overall.append(bar.add_task("sweep", total=None, loss=float("nan")))
+        finished = sum(s in ("done", "skipped", "failed") for s in states.values())
+        bar.update(overall[0], total=len(states), completed=finished,
+                   description=f"sweep ({sum(s == 'failed' for s in states.values())} failed)")
+
+    return bar, update, status
 
 
 @app.command()
@@ -211,9 +291,9 @@ def check(run_dir: Path = typer.Argument(..., help="a run or sweep directory mad
 
     result = api.check(run_dir)
     for note in _all_notes(result):
-        console.print(f"[dim]note:[/] {note}", soft_wrap=True, highlight=False)
+        console.print(f"[dim]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
     for problem in result.sentences():
-        err_console.print(f"[bold red]damaged:[/] {problem}", soft_wrap=True, highlight=False)
+        err_console.print(f"[bold red]damaged:[/] {escape(problem)}", soft_wrap=True, highlight=False)
     colour = {"complete": "green", "incomplete": "yellow", "damaged": "red"}[result.state]
     hint = "; continue it with `icldyn run ... --resume`" if result.state == "incomplete" else ""
     console.print(f"{run_dir}: [{colour}]{result.state}[/]{hint}", soft_wrap=True, highlight=False)
@@ -323,7 +403,7 @@ def main() -> None:
         err_console.print(INTERRUPTED, soft_wrap=True, highlight=False)
         sys.exit(130)
     except KNOWN as err:  # raised outside a command's own handler
-        err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
         sys.exit(err.exit_code)
     except Exception as err:  # noqa: BLE001 - last resort: a bug, said in one line
         import os

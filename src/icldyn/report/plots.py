@@ -11,7 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PALETTE = plt.get_cmap("tab10").colors
+
+
+class _Cycle(tuple):
+    """A colour list indexed modulo its length: a figure with more series than colours (a sweep of
+    24 members) reuses colours instead of failing."""
+
+    def __getitem__(self, index):
+        return tuple.__getitem__(self, index % len(self) if isinstance(index, int) else index)
+
+
+PALETTE = _Cycle(plt.get_cmap("tab10").colors)
 
 
 def seed_band(frame: pd.DataFrame, x: str = "time"):
