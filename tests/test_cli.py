@@ -106,3 +106,10 @@ def test_palette_cycles_past_ten_series():
     from icldyn.report.plots import PALETTE
 
     assert PALETTE[13] == PALETTE[3] and PALETTE[-1] == PALETTE[9] and len(PALETTE[2:5]) == 3
+
+
+def test_refused_input_prints_no_empty_progress_display():
+    """The progress display appears with its first task: bad input prints its sentence and nothing else."""
+    r = CliRunner().invoke(app, ["run", "nope"])
+    assert r.exit_code == 2
+    assert r.output.splitlines()[0].startswith("error: unknown experiment 'nope'")

@@ -23,10 +23,27 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+class _LazyProgress(Progress):
+    """A progress display that appears with its first task: input refused before any training
+    prints its one sentence without an empty bar above it."""
+
+    def __enter__(self) -> "_LazyProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def add_task(self, *args, **kwargs):
+        if not self.live.is_started:
+            self.start()
+        return super().add_task(*args, **kwargs)
+
+
 def _progress() -> tuple[Progress, callable]:
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=console, transient=False)
+    bar = _LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4g}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
     tasks: dict[str, int] = {}
 
     def update(label: str, step: int, total: int, loss: float):
