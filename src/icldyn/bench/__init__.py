@@ -45,11 +45,20 @@ def context_classifiers(quick: bool = False) -> dict:
     return bench_classifiers(prompts=1000 if quick else 10_000)
 
 
+# The authors' code (gszfwsb/Unveiling-Induction-Heads) measured once, on another day and machine:
+# a reference figure with its date, not a ratio of this run (issue 19).
+REFERENCE_AUTHORS = {"epoch_ms": 1300.0, "dataset_s": 215.0,
+                     "measured": "2026-11 on a 2-core CPU; a side-by-side run on 2026-12-01 gave 530 ms per epoch",
+                     "kind": "reference figure, not measured in this run"}
+
+
 @CASES.register("induction_epoch")
 def induction_epoch(quick: bool = False) -> dict:
     """One full-batch GD epoch of the induction-head models at the paper's main config (9,000
     training sequences, L = 100, S = 3, H = 3, D = 2, one seed) and generating the 10,000-sequence
-    dataset, next to the authors' code on a 2-core CPU (1.3 s per epoch, 215 s for the dataset)."""
+    dataset. The authors' code is not run here (it is not a dependency), so their figures appear as
+    a labelled reference measured once (`REFERENCE_AUTHORS`), never divided into a speed-up: run it
+    side by side on the same machine for a ratio (on 2026-12-01 that gave 0.53 s per epoch)."""
     from icldyn.models.induction import (InductionFull, InductionFullConfig, InductionSimplified,
                                          InductionSimplifiedConfig)
     from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
@@ -70,8 +79,7 @@ def induction_epoch(quick: bool = False) -> dict:
                 opt.step()
 
         out[f"{label}_epoch_ms"] = best_of(run, 1 if quick else 3) / epochs * 1e3
-    out.update({"dataset_s": dataset_s, "epoch_speedup_vs_authors": 1300 / out["simplified_epoch_ms"],
-                "dataset_speedup_vs_authors": 215 / dataset_s,
+    out.update({"dataset_s": dataset_s, "reference_authors_code": REFERENCE_AUTHORS,
                 "paper_preset_50k_epochs_min": 50_000 * out["simplified_epoch_ms"] / 1e3 / 60})
     return out
 
