@@ -74,7 +74,7 @@ class AttentionEmergenceConfig(ExperimentConfig):
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
         if min(v) < 1 or len(set(v)) != len(v):
-            raise ValueError(f"layers must be distinct numbers ≥ 1 (got {v})")
+            raise ValueError("layers must be distinct numbers ≥ 1")
         return sorted(v)
 
 
