@@ -3,7 +3,8 @@
     python -m icldyn.bench.classifiers [--threads 2] [--prompts 10000] [--context 20]
 
 scikit-learn is a test-only dependency: without it the case reports the batched times alone.
-Both sides run in the same process, each warmed up first (imports, first calls); the batched
+Both sides run in the same process with the same thread count (torch's, and the BLAS/OpenMP
+pools scikit-learn uses, capped through threadpoolctl), each warmed up first (imports, first calls); the batched
 time is the median of BATCHED_REPEATS calls on all prompts. The reference loop is timed once on a
 subset of prompts (as many as fit in LOOP_BUDGET_S per learner, all of them when they fit) and
 scaled linearly to all prompts; agreement is measured on that subset.
@@ -69,7 +70,9 @@ def bench_classifiers(prompts: int = 10_000, context: int = 20, alpha: float = 0
         row = {"batched_seconds": batched}
         batched_total += batched
         if have_sklearn:
-            with warnings.catch_warnings():
+            from threadpoolctl import threadpool_limits      # a scikit-learn dependency
+
+            with warnings.catch_warnings(), threadpool_limits(torch.get_num_threads()):
                 warnings.simplefilter("ignore")
                 _loop(name, x[:20], y[:20])                                            # warm-up
                 start = time.perf_counter()
