@@ -1,10 +1,13 @@
 """classification-icl: the task's sampling law, the model's hinge loss, bad input, and the negative
 controls of every claim (an untrained model, a single training task, largest-first pruning)."""
 
+import dataclasses
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -170,3 +173,67 @@ def test_quick_preset_end_to_end(tmp_path):
     ids = {c["id"] for c in run.claims}
     assert set(cc.CLAIMS.ids) <= ids
     assert (run.path / "figures" / "pruning.png").exists()
+
+
+# -- negative controls of the context-length and iterations claims ---------------------------------
+def _claim(run, ident):
+    return next(s for s in cc.CLAIMS.specs if s.id == ident).evaluate(run)
+
+
+def _context_run(error_of):
+    """A stored-run stand-in whose model curves are error_of(n, α′) on the n_examples grid (2 seeds)."""
+    ns, alphas = [6, 8, 10, 12, 14, 16, 18, 20], [1.0, 0.8, 0.6]
+    rows = [{"predictor": "model", "x_name": "n_examples", "metric": "error", "split": "unseen", "alpha_test": a,
+             "x": float(n), "value": error_of(n, a), "stderr": 0.005, "seed": s}
+            for a in alphas for n in ns for s in (0, 1)]
+    return SimpleNamespace(variants={}, curves=pd.DataFrame(rows), config=SimpleNamespace(alpha_tests=alphas))
+
+
+def test_context_length_claim_passes_a_one_over_alpha_law_and_fails_its_controls():
+    """Closed form error = ½·exp(−α′n/2): n* ∝ 1/α′ passes; α′ reversed, and a model whose error
+    does not depend on α′, must fail."""
+    assert _claim(_context_run(lambda n, a: 0.5 * np.exp(-a * n / 2)), "context_length_falls_with_alpha").passed is True
+    reversed_ = _claim(_context_run(lambda n, a: 0.5 * np.exp(-(1.6 - a) * n / 2)), "context_length_falls_with_alpha")
+    assert reversed_.passed is False
+    flat = _claim(_context_run(lambda n, a: 0.5 * np.exp(-0.8 * n / 2)), "context_length_falls_with_alpha")
+    assert flat.passed is False
+
+
+def test_the_trained_model_with_alpha_test_reversed_fails_the_context_length_claim(trained):
+    """The trained model's own curves, with the α′ labels reversed (1.0 ↔ 0.6): n* no longer falls with α′."""
+    curves = trained.curves.copy()
+    order = sorted(trained.config.alpha_tests)
+    swap = dict(zip(order, order[::-1]))
+    curves["alpha_test"] = curves["alpha_test"].map(lambda a: swap.get(a, a) if np.isfinite(a) else a)
+    claim = _claim(dataclasses.replace(trained, curves=curves), "context_length_falls_with_alpha")
+    assert _claim(trained, "context_length_falls_with_alpha").passed is True   # what the control reverses
+    assert claim.passed is False
+
+
+def _alpha_sweep_run(steps_of, alphas=(0.2, 0.3, 0.5, 0.7, 1.0), target=0.1):
+    """A stand-in with one `alpha=…` variant per α whose error/test falls as ½·exp(−step/τ), τ chosen so
+    the steps to `target` are steps_of(α) (two seeds, ±2% apart)."""
+    variants = {}
+    for a in alphas:
+        rows = []
+        for seed, jitter in ((0, 0.98), (1, 1.02)):
+            tau = steps_of(a) * jitter / np.log(0.5 / target)
+            rows += [{"step": s, "time": float(s), "seed": seed, "value": 0.5 * np.exp(-s / tau)}
+                     for s in range(0, 20_001, 5)]
+        frame = pd.DataFrame(rows)
+        config = SimpleNamespace(task=SimpleNamespace(alpha=a), train=SimpleNamespace(eval_prompts=1, eval_prompts_during=1))
+        variants[f"alpha={a}"] = SimpleNamespace(seeds=[0, 1], config=config, metric=lambda name, f=frame: f)
+    return SimpleNamespace(variants=variants, config=SimpleNamespace(iterations_error=target))
+
+
+def test_iterations_law_claim_passes_the_law_and_fails_its_controls():
+    """Closed form steps = 1000·α^(−2/3) passes; the same runs with the α assignment reversed
+    (exponent +2/3), and runs whose α does not change the iterations (exponent 0), must fail."""
+    law = _claim(_alpha_sweep_run(lambda a: 1000 * a ** (-2 / 3)), "iterations_law")
+    assert law.passed is True and law.measured == pytest.approx(-2 / 3, abs=0.05)
+    alphas = (0.2, 0.3, 0.5, 0.7, 1.0)
+    swap = dict(zip(alphas, alphas[::-1]))
+    shuffled = _claim(_alpha_sweep_run(lambda a: 1000 * swap[a] ** (-2 / 3)), "iterations_law")
+    assert shuffled.passed is False and shuffled.measured > 0
+    constant = _claim(_alpha_sweep_run(lambda a: 1000.0), "iterations_law")
+    assert constant.passed is False and abs(constant.measured) < 0.1
