@@ -40,14 +40,13 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
+from icldyn.analysis.checkpoint_spectra import write_checkpoint_distances
 from icldyn.claims import Claim
 from icldyn.config import ExperimentConfig, TrainConfig, apply_overrides
 from icldyn.experiments.base import Experiment
 from icldyn.models import ModelConfig
 from icldyn.models.gpt import GPTConfig
 from icldyn.probes import build_probes
-from icldyn.probes.spectral import checkpoint_matrices, distance_rows
-from icldyn.store import load_checkpoint
 from icldyn.tasks import TaskConfig
 from icldyn.tasks.ngram_markov import NgramMarkovConfig
 
@@ -115,18 +114,8 @@ class AttentionEmergence(Experiment):
 
     def after_training(self, run_dir, config, task, model, device):
         run_dir.write_theory(baseline_frame(config, task, device))
-        metrics = pd.DataFrame(run_dir.read_metric_rows())
-        grid = metrics[["step", "time"]].drop_duplicates("step").sort_values("step")
         seeds = list(range(config.seed, config.seed + config.n_seeds))
-        mats = []
-        for step, time in grid.itertuples(index=False):
-            tensors, _ = load_checkpoint(run_dir.checkpoint_path(int(step)))
-            params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
-            mats.append((int(step), float(time), checkpoint_matrices(model, params, SPECTRAL)))
-        rows = distance_rows(mats, seeds, ks=(1, 2), rank_deficient=RANK_DEFICIENT)
-        derived = ("probe/subspace_dist/", "probe/overlap_prev/", "probe/rowspace_dist/")
-        kept = metrics[~metrics["name"].str.startswith(derived)]  # a rerun replaces, never duplicates
-        run_dir.write_metrics(kept.to_dict("records") + rows)
+        write_checkpoint_distances(run_dir, model, seeds, SPECTRAL, rank_deficient=RANK_DEFICIENT)
 
     def claims(self, run) -> list[Claim]:
         from icldyn.experiments.attention_emergence_claims import CLAIMS
