@@ -1,0 +1,1 @@
+"""`icldyn diagnose`: developmental diagnostics of a stored run (LLC, essential dynamics; issue 20)."""

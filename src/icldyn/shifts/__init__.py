@@ -1,0 +1,1 @@
+"""Distribution shifts of prompts, registered per task family (issue 20)."""
