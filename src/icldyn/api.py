@@ -223,6 +223,17 @@ def report(run: Run | str | Path, *, recursive: bool = True) -> Path:
     return write_run_report(run, title=exp.title, paper=exp.paper, recursive=recursive)
 
 
+def evaluate(run_dir: str | Path, shifts: list[str], *, step: int | None = None, prompts: int | None = None,
+             device: str | None = None):
+    """`icldyn evaluate`: the stored checkpoint of `step` (default: the last) and the task's estimators
+    on shifted prompts; results under <run>/evaluate/<shift set>/ (see `icldyn.evaluate`)."""
+    from icldyn.evaluate import evaluate_run
+
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise UsageError(f"device must be one of auto, cpu, cuda (got {device!r})")
+    return evaluate_run(run_dir, shifts, step=step, prompts=prompts, device=resolve_device(device or "cpu"))
+
+
 def runs(root: str | Path = "runs", *, experiment: str | None = None, where: list[str] | str | None = None):
     """The run directories under `root` as a DataFrame (experiment, config hash, seeds, preset, state,
     claims passing/total, wall time, date), queried in place with DuckDB; `where`: conditions on

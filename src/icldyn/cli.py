@@ -351,7 +351,7 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
         print(table.to_json(orient="records", indent=1))
         return
     out = Table(title=f"runs under {root} ({len(table)})", header_style="bold")
-    for col in ("run", "experiment", "hash", "seeds", "preset", "state", "claims", "wall", "date"):
+    for col in ("run", "experiment", "hash", "seeds", "preset", "state", "claims", "wall", "date", "shifted"):
         out.add_column(col, overflow="fold")
     style = {"complete": "green", "incomplete": "yellow", "damaged": "red"}
     for r in table.itertuples():
@@ -359,8 +359,16 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
         wall = "—" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
         state = f"[{style.get(r.state, 'white')}]{r.state}[/]" + (f" [dim]({r.problems})[/]" if r.problems else "")
         out.add_row(str(Path(r.path).relative_to(root) if Path(r.path) != root else r.path), r.experiment or "?",
-                    r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims, wall, (r.date or "")[:19])
+                    r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims, wall, (r.date or "")[:19],
+                    _shifted(r))
     console.print(out)
+
+
+def _shifted(r) -> str:
+    """The runs table's `shifted` cell: evaluations under shift (`icldyn evaluate`) and their claims."""
+    if not r.evaluations:
+        return "—"
+    return f"{r.evaluations}" + (f" ({r.evaluation_claims} claims)" if r.evaluation_claims else "")
 
 
 @app.command()
@@ -398,6 +406,33 @@ def compare(run_dirs: List[Path] = typer.Argument(..., help="two or more run dir
         diff.add_row(key, *(str(v) for v in values))
     console.print(diff)
     console.print(f"figure: [bold]{result['figure']}[/]")
+
+
+@app.command()
+def evaluate(run_dir: Path = typer.Argument(..., help="a run directory made by `icldyn run` (a variant of a sweep)"),
+             shift: List[str] = typer.Option(..., "--shift", help="NAME or NAME=value (repeatable); "
+                                                                 "an unknown name lists the task's shifts"),
+             step: Optional[int] = typer.Option(None, help="a stored checkpoint step (default: the last)"),
+             prompts: Optional[int] = typer.Option(None, help="prompts per shift and number of examples "
+                                                             "(default 10⁴ for regression, 2000 otherwise)"),
+             device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+             threads: int = typer.Option(1, min=1, help=THREADS_HELP)):
+    """Evaluate a stored model and its task's estimators on shifted prompts; write curves, claims, figures."""
+    from icldyn import api
+
+    _set_threads(threads)
+    try:
+        ev = api.evaluate(run_dir, shift, step=step, prompts=prompts, device=device)
+    except KNOWN as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
+    if ev.claims:
+        console.print(claims_table(ev.claims, f"{run_dir} under shift"))
+    console.print(f"evaluation: [bold]{ev.path}[/] ({ev.settings['wall_s']:.1f} s)", soft_wrap=True)
+    for f in ev.figures:
+        console.print(f"figure: {f}", soft_wrap=True)
+    console.print("[dim]`icldyn report RUN_DIR` adds it to the run's report.html[/]", soft_wrap=True)
 
 
 @app.command()

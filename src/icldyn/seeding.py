@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = {"init": 0, "data": 1, "task": 2, "noise": 3, "eval": 4, "pool": 5, "fixed": 6}
+STREAMS = {"init": 0, "data": 1, "task": 2, "noise": 3, "eval": 4, "pool": 5, "fixed": 6, "shift": 7}
 
 
 def stream_seed(seed: int, stream: str, step: int = 0) -> int:

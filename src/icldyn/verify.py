@@ -60,6 +60,10 @@ def check_run_dir(path: str | Path, parse_config: Callable[[dict], Any] | None =
         _checked(problems, lambda: load_run(path).claims)
     for name, cols in (("curves.parquet", CURVE_COLUMNS), ("theory.parquet", THEORY_COLUMNS)):
         _checked(problems, read_table, path / name, cols)
+    for folder in sorted(p.parent for p in path.glob("evaluate/*/curves.parquet")):   # `icldyn evaluate` results
+        _checked(problems, read_table, folder / "curves.parquet", CURVE_COLUMNS)
+        if (folder / "claims.json").exists():
+            _checked(problems, read_json, folder / "claims.json")
     metrics = _checked(problems, read_table, path / "metrics.parquet", METRIC_COLUMNS)
     complete = env.get("complete") is True
     steps = RunDir(path).checkpoint_steps() if (path / "checkpoints").is_dir() else []

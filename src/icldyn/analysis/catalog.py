@@ -20,8 +20,8 @@ from icldyn.verify import check_run_dir
 
 STATES = ("complete", "incomplete", "damaged")
 COLUMNS = ["path", "experiment", "config_hash", "seeds", "preset", "state", "claims_passed",
-           "claims_total", "wall_s", "date", "variants", "problems"]
-_SKIP = {"checkpoints", "figures", "variants", ".git", "__pycache__"}
+           "claims_total", "wall_s", "date", "variants", "problems", "evaluations", "evaluation_claims"]
+_SKIP = {"checkpoints", "figures", "variants", "evaluate", ".git", "__pycache__"}
 
 
 @dataclass
@@ -70,6 +70,7 @@ def catalog(root: str | Path = "runs", *, experiment: str | None = None, where: 
                          "state": [states[p].state for p in paths],
                          "problems": ["; ".join(states[p].problems) for p in paths],
                          "variants": [_count_variants(p) for p in paths]})
+    runs = runs.join(pd.DataFrame([_evaluations(p) for p in paths], columns=["evaluations", "evaluation_claims"]))
     runs = runs.join(pd.DataFrame([_yaml_fields(p, p in parsed) for p in paths]))
     con = duckdb.connect()
     con.register("runs", runs)
@@ -113,6 +114,24 @@ def _duck_struct(columns: dict) -> str:
     return "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
 
 
+def _evaluations(path: Path) -> tuple[int, str | None]:
+    """`icldyn evaluate` results of a run (and of its variants): how many, and their claims passing
+    as "passed/total" (None when none were recorded)."""
+    import json
+
+    folders = [p.parent for p in (*path.glob("evaluate/*/curves.parquet"),
+                                  *path.glob("variants/*/evaluate/*/curves.parquet"))]
+    passed = total = 0
+    for folder in folders:
+        try:
+            claims = json.loads((folder / "claims.json").read_text()).get("claims", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        total += len(claims)
+        passed += sum(c.get("passed") is True for c in claims)
+    return len(folders), (f"{passed}/{total}" if total else None)
+
+
 def _count_variants(path: Path) -> int:
     v = path / "variants"
     return sum(1 for p in v.iterdir() if (p / "config.yaml").exists()) if v.is_dir() else 0
@@ -139,7 +158,8 @@ def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
                            c -> json_extract_string(c, '$.passed') = 'true')) AS claims_passed,
            len({_col(con, 'cl', 'claims', 'NULL::JSON[]')}) AS claims_total,
            epoch(try_cast({end} AS TIMESTAMPTZ)) - epoch(try_cast({start} AS TIMESTAMPTZ)) AS wall_s,
-           try_cast({start} AS TIMESTAMPTZ) AS date, runs.variants, runs.problems
+           try_cast({start} AS TIMESTAMPTZ) AS date, runs.variants, runs.problems, runs.evaluations,
+           runs.evaluation_claims
     FROM runs LEFT JOIN cfg ON cfg.run_path = runs.path LEFT JOIN env ON env.run_path = runs.path
          LEFT JOIN cl ON cl.run_path = runs.path
     """
@@ -156,7 +176,7 @@ def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
         raise UsageError(f"--where {bad} is not a condition on config keys (e.g. 'train.lr > 0.01', "
                          f"'task.d = 3'): {str(err).splitlines()[0]}") from None
     frame["date"] = frame["date"].astype(str).where(frame["date"].notna(), None)
-    for col in ("claims_passed", "claims_total", "variants"):
+    for col in ("claims_passed", "claims_total", "variants", "evaluations"):
         frame[col] = frame[col].astype("Int64")
     frame = frame[COLUMNS].astype(object)
     return frame.where(frame.notna(), None)  # missing values are None (JSON null), not pandas' NA

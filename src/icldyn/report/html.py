@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from icldyn.store import write_text
+from icldyn.store import read_json, write_text
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("icldyn.report", "templates"),
                           autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
@@ -83,7 +83,7 @@ def render_run(run, *, title: str | None = None, paper: str | None = None, plotl
         n_passed=sum(c["cls"] == "pass" for c in claims), figures=_figures(run.path), plots=plots,
         plotlyjs=plotlyjs, plotly_src=plotly_src if plots else None, constants=theory_constants(run).to_dict("records"),
         config_text=config_text, env=[(k, _fmt(v)) for k, v in run.env.items()], variants=_variants(run),
-        parent="../../report.html" if in_sweep else None, seeds=_seeds(run))
+        parent="../../report.html" if in_sweep else None, seeds=_seeds(run), evaluations=_evaluations(run.path))
 
 
 def _plotly_js() -> str:
@@ -96,6 +96,24 @@ def _seeds(run) -> str:
     cfg = run.config
     seed, n = (cfg.get("seed"), cfg.get("n_seeds")) if isinstance(cfg, dict) else (cfg.seed, cfg.n_seeds)
     return f"{seed}–{seed + n - 1}" if seed is not None and n else "?"
+
+
+def _evaluations(path: Path) -> list[dict]:
+    """The run's `icldyn evaluate` results (evaluate/<shift set>/): name, settings, claims, figures."""
+    import yaml
+
+    out = []
+    for folder in sorted(p.parent for p in (path / "evaluate").glob("*/curves.parquet")):
+        claims = read_json(folder / "claims.json").get("claims", []) if (folder / "claims.json").exists() else []
+        settings = yaml.safe_load((folder / "evaluate.yaml").read_text()) if (folder / "evaluate.yaml").exists() else {}
+        rel = folder.relative_to(path).as_posix()
+        rows = claim_rows(claims)
+        out.append({"name": folder.name, "shifts": ", ".join((settings or {}).get("shifts", [])),
+                    "step": (settings or {}).get("step"), "prompts": (settings or {}).get("prompts"),
+                    "claims": rows, "n_passed": sum(c["cls"] == "pass" for c in rows),
+                    "figures": [{"src": f"{rel}/figures/{f.name}", "name": f.stem}
+                                for f in sorted((folder / "figures").glob("*.png"))]})
+    return out
 
 
 def _figures(path: Path) -> list[dict]:
