@@ -135,3 +135,12 @@ def test_cli_happy_path_prints_claims_and_the_folder(at_limit):
     r = CliRunner().invoke(app, ["evaluate", str(at_limit), "--shift", "scale_x=2", "--prompts", "2000"])
     assert r.exit_code == 0, r.output
     assert "lsa_risk" in r.output and "evaluate/scale_x=2" in r.output.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_quick_preset_lsa_passes_every_claim_under_shift(tmp_path):
+    """End to end: the trained quick-preset LSA (population gradients) under covariate shift, task shift,
+    label noise and a longer test length matches the theory's R(B*) of the shifted prompts."""
+    run = api.run("linreg-lsa", "quick", {"sampled_check": False}, out=tmp_path)
+    ev = evaluate_run(run.path, ["skewed=2", "scale_x=2", "scale_y=3", "noise=0.5", "length=60"])
+    assert len(ev.claims) == 7 and all(c["passed"] is True for c in ev.claims), [c["note"] for c in ev.claims]

@@ -119,7 +119,10 @@ def evaluate_run(run_dir: str | Path, shifts: Sequence[str], *, step: int | None
     for shift, value in parsed:
         rows += shift_rows(trained, shift, value, n_prompts, names, device)
     curves = pd.DataFrame(rows, columns=COLUMNS)
-    curves = pd.concat([curves, theory_rows(trained, parsed, curves)], ignore_index=True)
+    theory = theory_rows(trained, parsed, curves)
+    if len(theory):
+        curves = pd.concat([curves, theory], ignore_index=True)
+    curves = curves.astype({"x": "int64", "value": "float64", "stderr": "float64", "seed": "int64"})
     path = trained.run.path / "evaluate" / set_name([s.label(v) for s, v in parsed if s.name != NONE], step)
     ev = Evaluation(trained, parsed, curves, path)
     store.write_table(path / "curves.parquet", curves, COLUMNS)

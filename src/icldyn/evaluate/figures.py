@@ -30,12 +30,19 @@ def error_figure(ev) -> Path:
         c = curves[curves["shift"] == label]
         plot_error_curves(ax, c, order=order + ["theory_lsa"], styles=styles)
         positive = c["value"] > 0
-        log_axes(ax, x=c["x"].nunique() > 2, y=bool(positive.all()) and metric != "error")
+        log_y = metric != "error" and bool(positive.any())
+        log_axes(ax, x=c["x"].nunique() > 2, y=log_y)
+        if log_y:   # an interpolating estimator's 1e-14 at m ≥ d would flatten every other curve
+            # and OLS's spike at m = d on noisy labels would squash them from above: the range follows
+            # the model and the zero predictor
+            ref = c.loc[c["predictor"].isin([model, "zero"]), "value"]
+            top = float((ref if len(ref) else c["value"]).max()) * 3
+            ax.set_ylim(max(float(c.loc[positive, "value"].min()) / 2, top * 1e-4), top)
         ax.set_title(f"shift: {label}", fontsize=10)
         ax.set_ylabel(YLABEL.get(metric, metric))
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="best")
+    axes.flat[0].legend(fontsize=7, loc="best", framealpha=0.7)
     fig.suptitle(f"{ev.trained.config.experiment}: step {ev.trained.step}, {len(ev.trained.seeds)} seed(s)", fontsize=10)
     fig.tight_layout()
     path = ev.path / "figures" / FIGURE
