@@ -24,7 +24,7 @@ def error_figure(ev) -> Path:
     order = [model] + [p for p in predictors if p not in (model, "theory_lsa")]
     styles = {p: {"color": PALETTE[i]} for i, p in enumerate(order)}
     styles[model] = {"color": "black", "lw": 2.2, "marker": "o"}
-    styles["theory_lsa"] = {"color": "tab:red", "ls": "--", "lw": 1.6}
+    styles["theory_lsa"] = {"color": "black", "ls": "--", "lw": 1.4}  # theory beside the model it predicts
     metric = curves["metric"].iloc[0] if len(curves) else "mse"
     for ax, label in zip(axes.flat, labels):
         c = curves[curves["shift"] == label]
