@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -76,6 +77,10 @@ def test_lsa_cases_run_tiny(monkeypatch):
     pop = lsa.lsa_trainer(5, 8, gradient="population", optimizer="gd")
     lsa.stepper(pop, 1)()
     assert pop.step == 1
+    fns = lsa._ensemble_steppers(2, 4, 1)  # the compared steps of lsa_ensemble, shared data among them
+    t = core.interleaved(fns, repeats=1, warmup=0, clock=time.process_time)
+    assert set(t) == {"ensemble", "sequential", "ensemble_fixed", "sequential_fixed", "ensemble_shared", "sample"}
+    assert all(v >= 0 for v in t.values())
 
 
 @pytest.mark.skipif(transformers_version() is None, reason="transformers (the bench extra) is not installed")

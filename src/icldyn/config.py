@@ -17,7 +17,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -47,6 +47,9 @@ class StageConfig(Strict):
 
 
 class TrainConfig(Strict):
+    # options added after runs were stored enter the config hash only when they leave their default
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fused_optimizer", "shared_data")
+
     optimizer: Literal["gd", "sgd", "adam", "adamw"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     steps: int = Field(default=1000, gt=0)
@@ -70,6 +73,13 @@ class TrainConfig(Strict):
     lrs: Optional[list[float]] = Field(default=None, min_length=1,
                                        description="per-member learning rates of one ensemble")
     compile: bool = Field(default=False, description="torch.compile the loss; falls back to eager with a note")
+    # torch's fused optimizer kernel: one pass over all parameters instead of ~10 ops per tensor
+    # (the for-loop is torch's CPU default); it rounds differently, so it enters the hash when set
+    fused_optimizer: bool = Field(default=False, description="torch's fused Adam/AdamW/SGD kernel")
+    # every seed of the ensemble trains on the first seed's prompts (seeds differ in their init
+    # only): one sampler call instead of one per seed
+    shared_data: bool = Field(default=False, description="all seeds train on the same prompts "
+                                                         "(the first seed's stream); seeds differ in init only")
 
     @field_validator("lrs")
     @classmethod
@@ -119,7 +129,7 @@ class ExperimentConfig(Strict):
         for key in getattr(type(self), "unhashed_at_default", ()):  # the experiment's own later options
             if key in payload and payload[key] == type(self).model_fields[key].default:
                 payload.pop(key)
-        for block in ("task", "model"):
+        for block in ("task", "model", "train"):
             cls, data = type(getattr(self, block)), payload.get(block) or {}
             for key in getattr(cls, "unhashed_at_default", ()):
                 if key in data and data[key] == cls.model_fields[key].default:

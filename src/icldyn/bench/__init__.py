@@ -27,6 +27,7 @@ CASES.register("lsa_ensemble", _lsa.lsa_ensemble)
 CASES.register("lsa_population", _lsa.lsa_population)
 CASES.register("gpt_vs_gpt2", _gpt.gpt_vs_gpt2)
 CASES.register("adam_variants", _gpt.adam_variants)
+CASES.register("linreg_gpt_step", _gpt.linreg_gpt_step)
 
 
 @CASES.register("prefix_estimators")
@@ -91,8 +92,8 @@ CASES.register("gpu", _system.gpu)
 
 
 # the order `icldyn bench` runs them in (cheap and central first); cases not named here follow
-ORDER = ("lsa_step", "lsa_ensemble", "lsa_population", "gpt_vs_gpt2", "adam_variants", "prefix_estimators",
-         "compile", "threads", "allocator", "gpu")
+ORDER = ("lsa_step", "lsa_ensemble", "lsa_population", "gpt_vs_gpt2", "adam_variants", "linreg_gpt_step",
+         "prefix_estimators", "compile", "threads", "allocator", "gpu")
 
 
 def default_cases() -> list[str]:

@@ -39,11 +39,13 @@ def matmul_peak(n: int = 2048, repeats: int = 5, device="cpu", dtype=torch.float
     return 2 * n**3 / best_of(step, repeats) / 1e9
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 1, inner: int = 1) -> dict[str, float]:
+def interleaved(fns: dict, repeats: int, warmup: int = 1, inner: int = 1, clock=time.perf_counter) -> dict[str, float]:
     """Minimum wall time per call (seconds) of each `fns[name]()`, the functions taking turns.
 
     On a shared, noisy machine a load spike then hits every compared implementation alike;
     each turn runs `inner` calls, so a turn lasts long enough to time a very short call.
+    `clock=time.process_time` gives this process's CPU time instead (user + system, all its
+    threads), which a busy machine inflates far less than the wall time.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -51,10 +53,10 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1, inner: int = 1) -> dic
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(inner):
                 fn()
-            times[name].append((time.perf_counter() - start) / inner)
+            times[name].append((clock() - start) / inner)
     return {name: min(ts) for name, ts in times.items()}
 
 

@@ -10,6 +10,8 @@ skipped with a note.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -127,4 +129,40 @@ def adam_variants(quick: bool = False) -> dict:
         out[f"{name}_ms"] = best_of(opt.step, 5 if quick else 50) * 1e3
     step = gpt_steps(64, with_reference=False)["icldyn"]
     out["for_loop_share_of_batch_64_step"] = out["for_loop_ms"] / 1e3 / best_of(step, 2 if quick else 5)
+    return out
+
+
+def linreg_gpt_step(quick: bool = False) -> dict:
+    """The linreg-gpt quick preset's training step (the trainer's own, sampling included) with
+    torch's for-loop Adam (the preset's) and the fused one (`train.fused_optimizer`), taking turns
+    at one thread (as `icldyn run` trains): ms per step in wall and in this process's CPU time,
+    and the preset's training steps at each."""
+    from icldyn.bench.lsa import stepper
+    from icldyn.experiments import EXPERIMENTS
+    from icldyn.train.trainer import Trainer
+
+    exp = EXPERIMENTS["linreg-gpt"]
+
+    def trainer(fused: bool):
+        cfg = exp.config("quick", {"train.fused_optimizer": fused})
+        task = exp.build_task(cfg)
+        return Trainer(cfg, task, exp.build_model(cfg, task, [cfg.seed])), cfg.train.steps
+
+    (loop, steps), (fused, _) = trainer(False), trainer(True)
+    inner = 5 if quick else 20
+    fns = {"for_loop": stepper(loop, inner), "fused": stepper(fused, inner)}
+    repeats = 2 if quick else 7
+    out: dict = {"load_avg": load_average(), "preset_steps": steps, "threads": 1}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `icldyn run` trains (its --threads default)
+    try:
+        for clock, label in ((time.perf_counter, "wall"), (time.process_time, "cpu")):
+            t = interleaved(fns, repeats, warmup=1, clock=clock)
+            out[f"for_loop_ms_{label}"] = t["for_loop"] / inner * 1e3
+            out[f"fused_ms_{label}"] = t["fused"] / inner * 1e3
+            out[f"step_speedup_{label}"] = t["for_loop"] / t["fused"]
+    finally:
+        torch.set_num_threads(threads)
+    out["preset_training_s_cpu_for_loop"] = steps * out["for_loop_ms_cpu"] / 1e3
+    out["preset_training_s_cpu_fused"] = steps * out["fused_ms_cpu"] / 1e3
     return out

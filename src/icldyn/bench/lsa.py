@@ -7,6 +7,8 @@ forward, backward and the optimizer, as `icldyn run` does between records.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from icldyn.bench.core import best_of, interleaved, load_average, lsa_flops, peak_gflops, throughput
@@ -15,7 +17,7 @@ D, N_POINTS = 10, 40
 
 
 def lsa_trainer(n_seeds: int, batch: int, gradient: str = "sampled", optimizer: str = "adam",
-                first_seed: int = 0, compile: bool = False):
+                first_seed: int = 0, compile: bool = False, shared_data: bool = False):
     from icldyn.experiments import EXPERIMENTS
     from icldyn.train.trainer import Trainer
 
@@ -23,7 +25,8 @@ def lsa_trainer(n_seeds: int, batch: int, gradient: str = "sampled", optimizer: 
     cfg = exp.config("quick", {"task.d": D, "task.n_points": N_POINTS, "task.covariance": "isotropic",
                                "train.gradient": gradient, "train.optimizer": optimizer, "train.lr": 1e-3,
                                "train.batch_size": batch, "sampled_check": False, "seed": first_seed,
-                               "n_seeds": n_seeds, "train.compile": compile})
+                               "n_seeds": n_seeds, "train.compile": compile,
+                               "train.shared_data": shared_data})
     task = exp.build_task(cfg)
     seeds = list(range(first_seed, first_seed + n_seeds))
     return Trainer(cfg, task, exp.build_model(cfg, task, seeds))
@@ -76,32 +79,50 @@ def fixed_stepper(trainer, steps: int = 1):
 def lsa_ensemble(quick: bool = False) -> dict:
     """16 seeds trained as one ensemble vs 16 sequential one-seed runs (Adam, batch 64 and 1024):
     seeds·steps/s of each and `ensemble_speedup`, their ratio; `fixed_data_ensemble_speedup` is
-    the same ratio with the sampler left out (every seed's batch drawn once)."""
+    the same ratio with the sampler left out (every seed's batch drawn once), and
+    `shared_data_ensemble_speedup` the ensemble with `train.shared_data` (every seed trains on the
+    first seed's fresh prompts: one sampler call for all) against the same sequential runs.
+    Wall-time ratios, and the same ratios in this process's CPU time (`*_cpu`), all taking turns."""
     E = 16
     out = {"seeds": E, "load_avg": load_average()}
     peak = peak_gflops()
     for batch in ((64,) if quick else (64, 1024)):
-        ensemble = lsa_trainer(E, batch)
-        singles = [lsa_trainer(1, batch, first_seed=s) for s in range(E)]
         steps = max(1, 256 // batch) * (1 if quick else 4)
-        one_each = [stepper(t, steps) for t in singles]
-        fixed_each = [fixed_stepper(t, steps) for t in singles]
-        t = interleaved({"ensemble": stepper(ensemble, steps), "sequential": lambda: [f() for f in one_each],
-                         "ensemble_fixed": fixed_stepper(ensemble, steps),
-                         "sequential_fixed": lambda: [f() for f in fixed_each]},
-                        2 if quick else (5 if batch > 256 else 9), warmup=1)
+        fns = _ensemble_steppers(E, batch, steps)
+        repeats = 2 if quick else (5 if batch > 256 else 9)
+        t = interleaved(fns, repeats, warmup=1)
+        cpu = interleaved(fns, repeats, warmup=0, clock=time.process_time)
         flops = lsa_flops(E * batch, N_POINTS, D) * steps
         ens = throughput(t["ensemble"], E * batch * steps, flops, peak, seeds=E * steps)
         seq = throughput(t["sequential"], E * batch * steps, flops, peak, seeds=E * steps)
-        out[f"batch_{batch}"] = {
-            "ensemble_seeds_steps_per_s": ens["seeds_steps_per_s"],
-            "sequential_seeds_steps_per_s": seq["seeds_steps_per_s"],
-            "ensemble_speedup": t["sequential"] / t["ensemble"],
-            "ensemble_gflops": ens["gflops"], "ensemble_fraction_of_peak": ens["fraction_of_peak"],
-            "fixed_data_ensemble_seeds_steps_per_s": E * steps / t["ensemble_fixed"],
-            "fixed_data_ensemble_speedup": t["sequential_fixed"] / t["ensemble_fixed"],
-        }
+        row = {"load_avg": load_average(),
+               "ensemble_seeds_steps_per_s": ens["seeds_steps_per_s"],
+               "sequential_seeds_steps_per_s": seq["seeds_steps_per_s"],
+               "ensemble_gflops": ens["gflops"], "ensemble_fraction_of_peak": ens["fraction_of_peak"],
+               "fixed_data_ensemble_seeds_steps_per_s": E * steps / t["ensemble_fixed"],
+               "shared_data_ensemble_seeds_steps_per_s": E * steps / t["ensemble_shared"]}
+        for clock, times in (("", t), ("_cpu", cpu)):
+            row[f"ensemble_speedup{clock}"] = times["sequential"] / times["ensemble"]
+            row[f"fixed_data_ensemble_speedup{clock}"] = times["sequential_fixed"] / times["ensemble_fixed"]
+            row[f"shared_data_ensemble_speedup{clock}"] = times["sequential"] / times["ensemble_shared"]
+        row["sampling_fraction_of_ensemble_step_cpu"] = cpu["sample"] / cpu["ensemble"]
+        out[f"batch_{batch}"] = row
     return out
+
+
+def _ensemble_steppers(E: int, batch: int, steps: int) -> dict:
+    """The compared step callables of `lsa_ensemble`, `steps` steps each (the sequential ones:
+    `steps` steps of each of the E one-seed runs)."""
+    ensemble = lsa_trainer(E, batch)
+    singles = [lsa_trainer(1, batch, first_seed=s) for s in range(E)]
+    one_each = [stepper(t, steps) for t in singles]
+    fixed_each = [fixed_stepper(t, steps) for t in singles]
+    sample = ensemble.task.sample
+    return {"ensemble": stepper(ensemble, steps), "sequential": lambda: [f() for f in one_each],
+            "ensemble_fixed": fixed_stepper(ensemble, steps),
+            "sequential_fixed": lambda: [f() for f in fixed_each],
+            "ensemble_shared": stepper(lsa_trainer(E, batch, shared_data=True), steps),
+            "sample": lambda: [sample(ensemble.seeds, k, batch) for k in range(steps)]}
 
 
 def lsa_population(quick: bool = False) -> dict:

@@ -65,19 +65,26 @@ class Trainer:
         self._compiled = self._compile_loss() if getattr(self.tc, "compile", False) else None
 
     # -- data ------------------------------------------------------------------------------------
+    @property
+    def data_seeds(self) -> list[int]:
+        """The seeds whose streams the training prompts come from: every seed's own, or with
+        `train.shared_data` the first seed's alone (a batch with E' = 1, which every model
+        broadcasts over the ensemble, as it does held-out prompts)."""
+        return self.seeds[:1] if self.tc.shared_data else self.seeds
+
     def batch(self, step: int) -> Batch:
-        tc = self.tc
+        tc, seeds = self.tc, self.data_seeds
         if tc.dataset_size is None:
-            return self.task.sample(self.seeds, step, tc.batch_size, device=self.device)
+            return self.task.sample(seeds, step, tc.batch_size, device=self.device)
         if self.dataset is None:
-            self.dataset = self.task.sample(self.seeds, 0, tc.dataset_size, device=self.device, stream="fixed")
+            self.dataset = self.task.sample(seeds, 0, tc.dataset_size, device=self.device, stream="fixed")
         if tc.batch_size >= tc.dataset_size:
             return self.dataset
         # each seed draws its own minibatch indices from its data stream at this step
         idx = torch.stack([torch.randperm(tc.dataset_size, generator=generator(s, "data", step))[: tc.batch_size]
-                           for s in self.seeds]).to(self.device)
+                           for s in seeds]).to(self.device)
         # index_select: ~5x faster than advanced indexing t[e, idx[e]] on CPU, same values
-        gather = lambda t: torch.stack([torch.index_select(t[e], 0, idx[e]) for e in range(len(self.seeds))])  # noqa: E731
+        gather = lambda t: torch.stack([torch.index_select(t[e], 0, idx[e]) for e in range(len(seeds))])  # noqa: E731
         extras = {k: gather(v) if torch.is_tensor(v) and v.dim() > 1 else v for k, v in self.dataset.extras.items()}
         return Batch(gather(self.dataset.x), gather(self.dataset.y), extras)
 
