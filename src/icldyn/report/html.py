@@ -83,7 +83,7 @@ def render_run(run, *, title: str | None = None, paper: str | None = None, plotl
         n_passed=sum(c["cls"] == "pass" for c in claims), figures=_figures(run.path), plots=plots,
         plotlyjs=plotlyjs, plotly_src=plotly_src if plots else None, constants=theory_constants(run).to_dict("records"),
         config_text=config_text, env=[(k, _fmt(v)) for k, v in run.env.items()], variants=_variants(run),
-        parent="../../report.html" if in_sweep else None, seeds=_seeds(run))
+        parent="../../report.html" if in_sweep else None, seeds=_seeds(run), diagnostics=_diagnostics(run.path))
 
 
 def _plotly_js() -> str:
@@ -96,6 +96,23 @@ def _seeds(run) -> str:
     cfg = run.config
     seed, n = (cfg.get("seed"), cfg.get("n_seeds")) if isinstance(cfg, dict) else (cfg.seed, cfg.n_seeds)
     return f"{seed}–{seed + n - 1}" if seed is not None and n else "?"
+
+
+def _diagnostics(path: Path) -> dict | None:
+    """What `icldyn diagnose` wrote (figures, final LLC, event times), or None."""
+    from icldyn.analysis.diagnose import diagnose_dir, summary
+
+    out = diagnose_dir(path)
+    if not out.is_dir():
+        return None
+    info = summary(path)
+    rows = [{"seed": s, "llc": _fmt(info.get("llc_final", {}).get(s)),
+             "explained": ", ".join(f"{v:.3f}" for v in e.get("explained_variance", [])),
+             "stages": ", ".join(f"{t:.3g}" for t in e.get("speed_peak", [])),
+             "turns": ", ".join(f"{t:.3g}" for t in e.get("turn", []))}
+            for s, e in (info.get("essential_dynamics") or {s: {} for s in info.get("llc_final", {})}).items()]
+    figures = [{"src": f"diagnose/{p.name}", "name": p.stem} for p in sorted(out.glob("*.png"))]
+    return {"rows": rows, "figures": figures}
 
 
 def _figures(path: Path) -> list[dict]:
