@@ -174,6 +174,8 @@ def test_llc_over_checkpoints_writes_its_files_and_the_run_stays_whole(staged_ru
     assert len(traces) == 3 * 1 * 2 * 25 and traces["burnin"].sum() == 3 * 2 * 5
     assert final_llc(staged_run.path) == pytest.approx(res.llc["llc"].iloc[-1])
     assert api.check(staged_run.path).state == "complete"
+    row = api.runs(staged_run.path.parent).iloc[0]
+    assert row["llc_final"] == pytest.approx(res.llc["llc"].iloc[-1])
     page = api.report(staged_run.path).read_text()
     assert "Diagnostics" in page and "diagnose/llc.png" in page
 

@@ -167,12 +167,13 @@ def diagnose(run_dir: str | Path, *, llc: bool = True, essential_dynamics: bool 
     times = time_at(trained.config.train, steps)
     out = trained.run.path / "diagnose"
     result = Diagnosis(out, steps)
-    meta = {"settings": settings.model_dump(), "steps": steps, "seeds": trained.seeds,
-            "computed": [n for n, on in (("llc", llc), ("essential_dynamics", essential_dynamics)) if on]}
+    meta = _previous_meta(out)  # a part not recomputed keeps its record (e.g. --llc after --essential-dynamics)
+    meta.update({"run": str(trained.run.path), "seeds": trained.seeds,
+                 "max_checkpoints": settings.max_checkpoints})
     if llc:
         frame, traces = llc_over_checkpoints(trained, steps, times, settings.llc, progress)
-        meta["devinterp"] = importlib.metadata.version("devinterp")
-        meta["n_beta"] = settings.llc.nbeta()
+        meta["llc"] = {"settings": settings.llc.model_dump(), "n_beta": settings.llc.nbeta(),
+                       "devinterp": importlib.metadata.version("devinterp"), "steps": steps}
         store.write_table(out / "llc.parquet", frame, LLC_COLUMNS)
         store.write_table(out / "llc_traces.parquet", traces, TRACE_COLUMNS)
         result.llc = frame
@@ -185,6 +186,7 @@ def diagnose(run_dir: str | Path, *, llc: bool = True, essential_dynamics: bool 
             + ["speed", "turn", "event"]
         store.write_table(out / "essential_dynamics.parquet", frame, cols)
         result.essential = frame
+        meta["essential_dynamics"] = {"settings": settings.essential_dynamics.model_dump(), "steps": steps}
         result.summary["essential_dynamics"] = summary
     result.summary = {**_previous_summary(out), **result.summary}
     store.write_text(out / "diagnose.yaml", yaml.safe_dump(meta, sort_keys=False))
@@ -194,6 +196,11 @@ def diagnose(run_dir: str | Path, *, llc: bool = True, essential_dynamics: bool 
     write_figures(trained.run)
     result.files = sorted(out.glob("*"))
     return result
+
+
+def _previous_meta(out: Path) -> dict:
+    path = out / "diagnose.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def _previous_summary(out: Path) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from icldyn.analysis.diagnose import diagnose_dir, read_frame, run_phases
-from icldyn.report.plots import finish, log_axes, new_figure, plt
+from icldyn.report.plots import finish, log_axes, new_figure
 
 PHASE_COLOR = "tab:red"
 
