@@ -41,11 +41,18 @@ def loss_name(run) -> str:
 
 
 def run_phases(run) -> list[Drop]:
-    """The sharp drops of the run's loss (mean over seeds), by `analysis.phases.detect_drops`."""
+    """The sharp drops of the run's loss (mean over seeds), by `analysis.phases.detect_drops`: in
+    ln(loss) first; a loss with a large irreducible part (cross-entropy above the task's entropy)
+    hardly moves in ln(loss), so when that finds none, the loss is read on its own range
+    ((y − min y)/(max y − min y), linear)."""
     t, values = seed_matrix(run, loss_name(run))
     if t.size < 8:
         return []
-    return detect_drops(t, np.nanmean(values, axis=0))
+    y = np.nanmean(values, axis=0)
+    try:
+        return detect_drops(t, y) or detect_drops(t, y, log_y=False, floor=float(np.nanmin(y)))
+    except ValueError:  # too few usable records
+        return []
 
 
 def recorded_outputs(run, prefix: str = "probe/essential_dynamics/") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
