@@ -28,6 +28,8 @@ def llc_figure(run, path: Path, phases) -> Path | None:
     for seed, g in llc[llc["time"] > 0].groupby("seed"):
         ax.errorbar(g["time"], g["llc"], yerr=g["llc_std"], marker=".", ms=3, lw=1, capsize=0, label=f"seed {seed}")
     log_axes(ax, y=False)
+    if (llc["llc"] < 0).any():  # negative on saddles (plateaus): symlog keeps the small positive values readable
+        ax.set_yscale("symlog", linthresh=1.0)
     _mark_phases(ax, phases)
     ax.set(xlabel="time (Σ lr)", ylabel="LLC λ̂ (± std over chains)", title="local learning coefficient")
     ax.legend(fontsize=7)
