@@ -108,6 +108,11 @@ def test_lsa_llc_at_the_saddle_is_negative(zfb_lsa):
     assert model_llc(build, zero, batch, LLCSettings()).llc[0] < 0
 
 
+def test_a_diverging_chain_gives_nan_not_a_number():
+    res, _ = closed_form_llc(lambda w: 0.5 * 1e4 * w.pow(2).sum(1), 2, chains=2, lr=1.0, draws=50, burnin=0)
+    assert np.isnan(res.llc).all() and np.isnan(res.traces[0, 0, -1])
+
+
 # -- essential dynamics -------------------------------------------------------------------------
 def logistic_stages(t, centres, width=0.3):
     """z (T, k): stage i moves the curve along axis i by a logistic step in ln t centred at t_i."""

@@ -444,6 +444,9 @@ def diagnose_cmd(run_dir: Path = typer.Argument(..., help="a (non-sweep) run dir
         last = result.llc[result.llc["step"] == result.llc["step"].max()]
         console.print("LLC at the last checkpoint: " + ", ".join(
             f"seed {s}: {v:.3g} ± {e:.2g}" for s, v, e in zip(last["seed"], last["llc"], last["llc_std"])))
+    if result.summary.get("llc_diverged_steps"):
+        console.print(f"[yellow]note:[/] SGLD diverged at checkpoints {result.summary['llc_diverged_steps']} "
+                      "(LLC NaN there): lower --set llc.lr=...", soft_wrap=True, highlight=False)
     for seed, ev in result.summary.get("essential_dynamics", {}).items():
         console.print(f"essential dynamics, seed {seed}: stage points at t = "
                       f"{', '.join(f'{t:.3g}' for t in ev['speed_peak']) or '—'}; turning points at t = "

@@ -172,8 +172,11 @@ def diagnose(run_dir: str | Path, *, llc: bool = True, essential_dynamics: bool 
                  "max_checkpoints": settings.max_checkpoints})
     if llc:
         frame, traces = llc_over_checkpoints(trained, steps, times, settings.llc, progress)
+        diverged = sorted({int(x) for x in frame.loc[frame["llc"].isna(), "step"]})
         meta["llc"] = {"settings": settings.llc.model_dump(), "n_beta": settings.llc.nbeta(),
-                       "devinterp": importlib.metadata.version("devinterp"), "steps": steps}
+                       "devinterp": importlib.metadata.version("devinterp"), "steps": steps,
+                       "diverged_steps": diverged}
+        result.summary["llc_diverged_steps"] = diverged
         store.write_table(out / "llc.parquet", frame, LLC_COLUMNS)
         store.write_table(out / "llc_traces.parquet", traces, TRACE_COLUMNS)
         result.llc = frame

@@ -104,8 +104,10 @@ def sample_llc(model: torch.nn.Module, loss: Callable[[torch.Tensor | None], tor
             opt.zero_grad(set_to_none=True)
             value = loss(index)
             if not torch.isfinite(value).all():
-                raise UsageError(f"SGLD diverged at step {i} (loss {value.max().item():.3g}); "
-                                 f"lower llc.lr (now {settings.lr:g}) or raise llc.localization")
+                # a diverged chain (step too large for this point) is kept as NaN, never as a number:
+                # its trace stops here and the estimate of that checkpoint is NaN
+                trace[i:] = float("nan")
+                break
             value.sum().backward()
             opt.step(noise_generator=gen)
             trace[i] = value.detach().to(torch.float64).cpu()
