@@ -15,10 +15,11 @@ $(BIN)/python:
 
 # torch first, pinned to the CPU build available here; the constraints file keeps every later
 # install (extras included) from resolving a newer torch and gigabytes of CUDA packages. The sweep
-# backends' extras (ray, slurm) come with the test extra: their tests run in the suite, not skip.
+# backends' extras (ray, slurm) and devinterp (diagnose) come with the test extra: their tests run in
+# the suite, not skip.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray,slurm]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray,slurm,diagnose]"
 	@touch $(STAMP)
 
 install: $(STAMP)

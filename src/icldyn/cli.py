@@ -340,7 +340,8 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
           where: Optional[List[str]] = typer.Option(None, help="a condition on config values, e.g. 'train.lr>0.01' "
                                                              "(DuckDB syntax; repeatable, all must hold)"),
           json_: bool = typer.Option(False, "--json", help="print the table as JSON (one object per run)")):
-    """List the runs under a folder: experiment, config hash, seeds, preset, state, claims, wall time, date."""
+    """List the runs under a folder: experiment, config hash, seeds, preset, state, claims, final LLC (from
+    `icldyn diagnose --llc`), wall time, date."""
     from icldyn import api
 
     try:
@@ -351,7 +352,7 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
         print(table.to_json(orient="records", indent=1))
         return
     out = Table(title=f"runs under {root} ({len(table)})", header_style="bold")
-    for col in ("run", "experiment", "hash", "seeds", "preset", "state", "claims", "wall", "date", "shifted"):
+    for col in ("run", "experiment", "hash", "seeds", "preset", "state", "claims", "LLC", "wall", "date", "shifted"):
         out.add_column(col, overflow="fold")
     style = {"complete": "green", "incomplete": "yellow", "damaged": "red"}
     for r in table.itertuples():
@@ -359,8 +360,8 @@ def runs_(root: Path = typer.Argument(Path("runs"), help="folder of run director
         wall = "—" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
         state = f"[{style.get(r.state, 'white')}]{r.state}[/]" + (f" [dim]({r.problems})[/]" if r.problems else "")
         out.add_row(str(Path(r.path).relative_to(root) if Path(r.path) != root else r.path), r.experiment or "?",
-                    r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims, wall, (r.date or "")[:19],
-                    _shifted(r))
+                    r.config_hash or "?", r.seeds or "?", r.preset or "?", state, claims,
+                    "—" if r.llc_final is None else f"{r.llc_final:.3g}", wall, (r.date or "")[:19], _shifted(r))
     console.print(out)
 
 
@@ -446,6 +447,44 @@ def export(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
     except UsageError as err:
         _fail(err)
     console.print(f"wrote {len(written)} TensorBoard run(s) under [bold]{tensorboard}[/]")
+
+
+@app.command("diagnose")
+def diagnose_cmd(run_dir: Path = typer.Argument(..., help="a (non-sweep) run directory with checkpoints"),
+                 llc: bool = typer.Option(False, "--llc", help="the local learning coefficient at every checkpoint "
+                                          "(SGLD through devinterp: pip install 'icldyn[diagnose]')"),
+                 essential_dynamics: bool = typer.Option(False, "--essential-dynamics",
+                                                         help="PCA of the outputs on fixed prompts over training"),
+                 set_: Optional[List[str]] = typer.Option(None, "--set", help="a setting, e.g. llc.draws=100, "
+                                                          "llc.lr=1e-4, essential_dynamics.n_prompts=32, max_checkpoints=30"),
+                 threads: int = typer.Option(1, help=THREADS_HELP)):
+    """Developmental diagnostics of a stored run, written under RUN_DIR/diagnose/ (the run's files stay as they are)."""
+    import time
+
+    from icldyn.diagnose import diagnose, parse_settings
+
+    _set_threads(threads)
+    started = time.perf_counter()
+    bar, update = _progress()
+    try:
+        with bar:
+            result = diagnose(run_dir, llc=llc, essential_dynamics=essential_dynamics, settings=parse_settings(set_),
+                              progress=lambda label, k, n: update(label, k, n, float("nan")))
+    except KNOWN as err:
+        _fail(err)
+    console.print(f"diagnosed {len(result.steps)} checkpoints in {time.perf_counter() - started:.1f} s; "
+                  f"wrote [bold]{result.path}[/]")
+    if result.llc is not None:
+        last = result.llc[result.llc["step"] == result.llc["step"].max()]
+        console.print("LLC at the last checkpoint: " + ", ".join(
+            f"seed {s}: {v:.3g} ± {e:.2g}" for s, v, e in zip(last["seed"], last["llc"], last["llc_std"])))
+    if result.summary.get("llc_diverged_steps"):
+        console.print(f"[yellow]note:[/] SGLD diverged at checkpoints {result.summary['llc_diverged_steps']} "
+                      "(LLC NaN there): lower --set llc.lr=...", soft_wrap=True, highlight=False)
+    for seed, ev in result.summary.get("essential_dynamics", {}).items():
+        console.print(f"essential dynamics, seed {seed}: stage points at t = "
+                      f"{', '.join(f'{t:.3g}' for t in ev['speed_peak']) or '—'}; turning points at t = "
+                      f"{', '.join(f'{t:.3g}' for t in ev['turn']) or '—'}")
 
 
 def main() -> None:

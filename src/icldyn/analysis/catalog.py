@@ -15,13 +15,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from icldyn.analysis.diagnose import final_llc
 from icldyn.errors import UsageError
 from icldyn.verify import check_run_dir
 
 STATES = ("complete", "incomplete", "damaged")
 COLUMNS = ["path", "experiment", "config_hash", "seeds", "preset", "state", "claims_passed",
-           "claims_total", "wall_s", "date", "variants", "problems", "evaluations", "evaluation_claims"]
-_SKIP = {"checkpoints", "figures", "variants", "evaluate", ".git", "__pycache__"}
+           "claims_total", "llc_final", "wall_s", "date", "variants", "problems", "evaluations", "evaluation_claims"]
+_SKIP = {"checkpoints", "figures", "variants", "evaluate", "diagnose", ".git", "__pycache__"}
 
 
 @dataclass
@@ -69,7 +70,8 @@ def catalog(root: str | Path = "runs", *, experiment: str | None = None, where: 
                          "dir_name": [p.name for p in paths],
                          "state": [states[p].state for p in paths],
                          "problems": ["; ".join(states[p].problems) for p in paths],
-                         "variants": [_count_variants(p) for p in paths]})
+                         "variants": [_count_variants(p) for p in paths],
+                         "llc_final": [final_llc(p) if p in parsed else None for p in paths]})
     runs = runs.join(pd.DataFrame([_evaluations(p) for p in paths], columns=["evaluations", "evaluation_claims"]))
     runs = runs.join(pd.DataFrame([_yaml_fields(p, p in parsed) for p in paths]))
     con = duckdb.connect()
@@ -156,7 +158,7 @@ def _query(con, experiment: str | None, where: list[str]) -> pd.DataFrame:
            coalesce({_col(con, 'cfg', 'preset')}, runs.yaml_preset) AS preset, runs.state,
            len(list_filter({_col(con, 'cl', 'claims', 'NULL::JSON[]')},
                            c -> json_extract_string(c, '$.passed') = 'true')) AS claims_passed,
-           len({_col(con, 'cl', 'claims', 'NULL::JSON[]')}) AS claims_total,
+           len({_col(con, 'cl', 'claims', 'NULL::JSON[]')}) AS claims_total, runs.llc_final,
            epoch(try_cast({end} AS TIMESTAMPTZ)) - epoch(try_cast({start} AS TIMESTAMPTZ)) AS wall_s,
            try_cast({start} AS TIMESTAMPTZ) AS date, runs.variants, runs.problems, runs.evaluations,
            runs.evaluation_claims

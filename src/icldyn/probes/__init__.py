@@ -10,9 +10,11 @@ from typing import Any, Sequence
 
 from icldyn.probes.base import Probe, ProbeFactory, RecordContext
 from icldyn.probes.classification import classification_probe
+from icldyn.probes.essential_dynamics import essential_dynamics_probe
 from icldyn.probes.features import feature_probe
 from icldyn.probes.grokking import grokking_probe
 from icldyn.probes.induction import induction_probe
+from icldyn.probes.llc import llc_probe
 from icldyn.probes.lsa import effective_matrix_probe
 from icldyn.probes.lsa_modes import lsa_mode_probe, spectral_probe
 from icldyn.probes.multihead import (attention_probe, estimator_probe, projected_loss_probe, semi_singular_probe,
@@ -39,6 +41,8 @@ PROBES.register("multihead_attention", attention_probe)
 PROBES.register("multihead_estimators", estimator_probe)
 PROBES.register("softmax_regression", softmax_regression_probe)
 PROBES.register("classification", classification_probe)
+PROBES.register("llc", llc_probe)
+PROBES.register("essential_dynamics", essential_dynamics_probe)
 
 
 def build_probes(config, task, specs: Sequence[str | tuple[str, dict[str, Any]]]) -> list[Probe]:

@@ -83,7 +83,8 @@ def render_run(run, *, title: str | None = None, paper: str | None = None, plotl
         n_passed=sum(c["cls"] == "pass" for c in claims), figures=_figures(run.path), plots=plots,
         plotlyjs=plotlyjs, plotly_src=plotly_src if plots else None, constants=theory_constants(run).to_dict("records"),
         config_text=config_text, env=[(k, _fmt(v)) for k, v in run.env.items()], variants=_variants(run),
-        parent="../../report.html" if in_sweep else None, seeds=_seeds(run), evaluations=_evaluations(run.path))
+        parent="../../report.html" if in_sweep else None, seeds=_seeds(run), evaluations=_evaluations(run.path),
+        diagnostics=_diagnostics(run.path))
 
 
 def _plotly_js() -> str:
@@ -114,6 +115,23 @@ def _evaluations(path: Path) -> list[dict]:
                     "figures": [{"src": f"{rel}/figures/{f.name}", "name": f.stem}
                                 for f in sorted((folder / "figures").glob("*.png"))]})
     return out
+
+
+def _diagnostics(path: Path) -> dict | None:
+    """What `icldyn diagnose` wrote (figures, final LLC, event times), or None."""
+    from icldyn.analysis.diagnose import diagnose_dir, summary
+
+    out = diagnose_dir(path)
+    if not out.is_dir():
+        return None
+    info = summary(path)
+    rows = [{"seed": s, "llc": _fmt(info.get("llc_final", {}).get(s)),
+             "explained": ", ".join(f"{v:.3f}" for v in e.get("explained_variance", [])),
+             "stages": ", ".join(f"{t:.3g}" for t in e.get("speed_peak", [])),
+             "turns": ", ".join(f"{t:.3g}" for t in e.get("turn", []))}
+            for s, e in (info.get("essential_dynamics") or {s: {} for s in info.get("llc_final", {})}).items()]
+    figures = [{"src": f"diagnose/{p.name}", "name": p.stem} for p in sorted(out.glob("*.png"))]
+    return {"rows": rows, "figures": figures}
 
 
 def _figures(path: Path) -> list[dict]:
