@@ -3,8 +3,12 @@
     python -m icldyn.bench.classifiers [--threads 2] [--prompts 10000] [--context 20]
 
 scikit-learn is a test-only dependency: without it the case reports the batched times alone.
-Both sides run in the same process with the same thread count (torch's, and the BLAS/OpenMP
-pools scikit-learn uses, capped through threadpoolctl), each warmed up first (imports, first calls); the batched
+Both sides run in the same process on one thread each: the batched learners run their small ops
+on one torch intra-op thread (`estimators.classification.one_intra_op_thread`, faster than two on
+this machine), and the reference loop's BLAS/OpenMP pools are capped at one through threadpoolctl
+(scikit-learn's per-prompt fits are single-threaded; two BLAS threads on 20 × 30 arrays only add
+hand-offs — under load they made the loop up to 15× slower, inflating the ratio). Each side is
+warmed up first (imports, first calls); the batched
 time is the median of BATCHED_REPEATS calls on all prompts. The reference loop is timed once on a
 subset of prompts (as many as fit in LOOP_BUDGET_S per learner, all of them when they fit) and
 scaled linearly to all prompts; agreement is measured on that subset.
@@ -51,7 +55,7 @@ def bench_classifiers(prompts: int = 10_000, context: int = 20, alpha: float = 0
     task = BinaryClassificationTask(BinaryClassificationConfig(context_length=context, alpha=alpha), torch.float64)
     batch = task.sample([0], 0, prompts, stream="eval", split="unseen")
     x, y = batch.x[0].numpy(), batch.y[0].numpy()
-    out = {"prompts": prompts, "context": context, "threads": torch.get_num_threads(), "learners": {}}
+    out = {"prompts": prompts, "context": context, "threads": 1, "learners": {}}
     try:
         import sklearn  # noqa: F401
         have_sklearn = True
@@ -72,7 +76,7 @@ def bench_classifiers(prompts: int = 10_000, context: int = 20, alpha: float = 0
         if have_sklearn:
             from threadpoolctl import threadpool_limits      # a scikit-learn dependency
 
-            with warnings.catch_warnings(), threadpool_limits(torch.get_num_threads()):
+            with warnings.catch_warnings(), threadpool_limits(1):
                 warnings.simplefilter("ignore")
                 _loop(name, x[:20], y[:20])                                            # warm-up
                 start = time.perf_counter()
