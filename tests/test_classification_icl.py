@@ -139,7 +139,8 @@ def test_a_model_trained_on_a_single_task_fails_the_unseen_task_claim(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    run = _run(tmp_path_factory.mktemp("trained"), "t", {"train.steps": 400})
+    # the quick preset's width: a small group (≈ 10% of 64 rows) wider than the first pruning rate
+    run = _run(tmp_path_factory.mktemp("trained"), "t", {"train.steps": 400, "model.width": 64})
     assert _verdicts(run)["unseen_tasks"]["passed"] is True   # a trained model
     return run
 
@@ -161,6 +162,32 @@ def test_smallest_first_and_random_pruning_fail_the_largest_first_claims(trained
 def test_largest_first_pruning_fails_the_flat_claim(trained):
     run = trained
     assert cc.flat_rise(run, "largest") > cc.PRUNE_FLAT      # the control fails the smallest-first bound
+
+
+def test_largest_first_pruning_fails_the_flat_margin_claim(trained):
+    """Control of prune_smallest_flat_margin: the same measurement, largest rows first."""
+    assert cc.flat_rise(trained, "largest", metric="margin") > cc.PRUNE_FLAT
+
+
+def test_smallest_first_pruning_fails_the_linear_margin_claim(trained):
+    """Control of prune_largest_linear_margin: smallest-first keeps the margin at small R."""
+    assert cc.rise_per_rate(trained, "smallest", metric="margin")[0] < cc.LARGEST_SLOPE
+
+
+def test_smallest_against_itself_fails_the_random_margin_claim(trained):
+    """Control of prune_random_rises_margin: an order compared with itself has no excess."""
+    rates, fall, se = cc.prune_rise(trained, "smallest", metric="margin")
+    assert not np.any(fall - fall > 2 * se)
+
+
+def test_margin_rows_agree_with_the_error_rows(trained):
+    """Both metrics come from the same pruned models: the unpruned margin ratio is 1 in every split
+    and order, and wherever the error is below ½ the mean margin is positive."""
+    m = cc._model(trained, "prune_rate", metric="margin", split="ood", order="largest")
+    e = cc._model(trained, "prune_rate", metric="error", split="ood", order="largest")
+    unpruned = cc.an.curve(cc.main_view(trained), "model", "prune_rate", metric="margin")
+    assert np.allclose(unpruned[np.isclose(unpruned["x"], 0)]["value"], 1.0)
+    assert len(m) == len(e) and np.all(m["value"].to_numpy()[e["value"].to_numpy() < 0.5] > 0)
 
 
 def test_steps_to_error_interpolates_between_records():

@@ -7,7 +7,10 @@ columns `alpha_test`, `split`, `order`):
                     unseen (in-domain tasks never trained on), one block per α′
   pruning           the stored final checkpoint with a fraction R of W_O's rows zeroed, x_name
                     prune_rate, order smallest | random | largest (by row norm), split unseen | ood
-Every value is a 0–1 error with its binomial stderr over the held-out prompts.
+Every value is a 0–1 error (metric `error`) with its binomial stderr over the held-out prompts;
+pruning adds metric `margin`, the mean margin z·F of the pruned model over the unpruned one's (per
+seed, stderr over prompts). sign(F) is blind to a common rescaling of the large rows' sum, which is
+what magnitude pruning of near-copy rows does; the margin shows the theory's Ω(R) loss of F itself.
 """
 
 from __future__ import annotations
@@ -107,26 +110,43 @@ def pruning_curves(run_dir: RunDir, config, task, device) -> pd.DataFrame:
     splits = [s for s in ("unseen", "ood") if task.pairs[s]]
     for split in splits:
         b = task.eval_batch(config.curve_prompts, config.eval_seed + 5, split=split, device=device)
+        model.w_o.copy_(w_o)                              # the unpruned model's margin is the reference
+        base = query_margin(model, b).double().mean(1)
         for order in ORDERS:
             for rate in config.prune_rates:
                 draws = RANDOM_DRAWS if order == "random" else 1
-                wrong = []
+                margins = []
                 for _ in range(draws):
                     model.w_o.copy_(w_o * prune_mask(norms, rate, order, g)[..., None])
-                    wrong.append(model_wrong(model, b))
-                wrong = torch.cat(wrong, 1)
-                rows += _rows("model", "prune_rate", rate, wrong, seeds, float(config.task.alpha), split, order)
+                    margins.append(query_margin(model, b))
+                margins = torch.cat(margins, 1)
+                rows += _rows("model", "prune_rate", rate, margins <= 0, seeds, float(config.task.alpha), split, order)
+                rows += _margin_rows(rate, margins, base, seeds, float(config.task.alpha), split, order)
     model.w_o.copy_(w_o)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+@torch.no_grad()
+def query_margin(model, batch) -> torch.Tensor:
+    """(E, B): z·F, the query label times the model's output (wrong ⇔ ≤ 0, as sign(F) ≠ z)."""
+    return batch.y[..., -1] * model(batch)[..., -1]
+
+
+def _margin_rows(rate, margins: torch.Tensor, base: torch.Tensor, seeds, alpha_test, split, order) -> list[tuple]:
+    """One `margin` row per seed: mean z·F over the prompts relative to the unpruned model's mean
+    `base` (E,), with the stderr of that ratio over prompts."""
+    mean, se = margins.double().mean(1), margins.double().std(1) / math.sqrt(margins.shape[1])
+    return [("model", "prune_rate", float(rate), "margin", float(mean[e] / base[e]), float(se[e] / abs(base[e])),
+             seeds[e], alpha_test, split, order) for e in range(margins.shape[0])]
+
+
 # -- readers ------------------------------------------------------------------------------------------
-def curve(run, predictor: str, x_name: str, **conditions) -> pd.DataFrame:
+def curve(run, predictor: str, x_name: str, metric: str = "error", **conditions) -> pd.DataFrame:
     """Rows of one curve (x, value, stderr, seed), sorted by x; conditions pick alpha_test/split/order."""
     c = run.curves
     if c.empty or "predictor" not in c.columns:
         return pd.DataFrame(columns=["x", "value", "stderr", "seed"])
-    sel = (c["predictor"] == predictor) & (c["x_name"] == x_name)
+    sel = (c["predictor"] == predictor) & (c["x_name"] == x_name) & (c["metric"] == metric)
     for key, value in conditions.items():
         sel &= np.isclose(c[key], value) if isinstance(value, float) else c[key] == value
     return c[sel].sort_values(["x", "seed"])[["x", "value", "stderr", "seed"]].reset_index(drop=True)

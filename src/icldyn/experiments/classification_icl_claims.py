@@ -231,11 +231,13 @@ def _(run):
     return Measurement(values)
 
 
-def prune_rise(run, order: str, split: str = "ood") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rates, error rise over R = 0, stderr) of the seed-mean pruning curve of one order."""
-    m = an.seed_mean(_model(run, "prune_rate", split=split, order=order))
+def prune_rise(run, order: str, split: str = "ood", metric: str = "error") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rates, rise over R = 0, stderr) of the seed-mean pruning curve of one order: the error's rise,
+    or for metric `margin` the relative margin's fall (1 − margin ratio)."""
+    m = an.seed_mean(_model(run, "prune_rate", split=split, order=order, metric=metric))
     v, se = m["value"].to_numpy(), m["stderr"].to_numpy()
-    return m.index.to_numpy(), v - v[0], np.hypot(se, se[0])
+    rise = v - v[0] if metric == "error" else v[0] - v
+    return m.index.to_numpy(), rise, np.hypot(se, se[0])
 
 
 def small_share(run) -> float:
@@ -243,11 +245,12 @@ def small_share(run) -> float:
     return float(np.mean([row_groups(r, e)["small_share"] for e in range(len(r.seeds))]))
 
 
-def flat_rise(run, order: str = "smallest") -> float:
-    """The largest error rise under `order` pruning for R up to the small group's share (OOD prompts)."""
-    rates, rise, _ = prune_rise(run, order)
+def flat_rise(run, order: str = "smallest", metric: str = "error") -> float:
+    """The largest rise under `order` pruning for R up to the small group's share (OOD prompts)."""
+    rates, rise, _ = prune_rise(run, order, metric=metric)
     upto = rates <= small_share(run) + 1e-9
-    return float(rise[upto].max()) if upto.any() else float("nan")
+    # NaN (not measured) when no positive rate lies within the share: R = 0 alone says nothing
+    return float(rise[upto].max()) if (upto & (rates > 0)).any() else float("nan")
 
 
 @CLAIMS.claim("prune_smallest_flat", "Pruning W_O rows smallest first leaves the OOD error flat up to the small "
@@ -264,8 +267,13 @@ def _(run):
 def _(run):
     if _model(run, "prune_rate").empty:
         return None
-    rates, rise_r, se_r = prune_rise(run, "random")
-    _, rise_s, se_s = prune_rise(run, "smallest")
+    return random_excess(run, "error")
+
+
+def random_excess(run, metric: str) -> Measurement:
+    """Random pruning's rise at the small group's share minus smallest-first's; passes above 2 stderr."""
+    rates, rise_r, se_r = prune_rise(run, "random", metric=metric)
+    _, rise_s, se_s = prune_rise(run, "smallest", metric=metric)
     i = int(np.searchsorted(rates, small_share(run) - 1e-9)) if rates.size else 0
     i = min(max(i, 1), len(rates) - 1)
     diff = float(rise_r[i] - rise_s[i])
@@ -281,9 +289,43 @@ def _(run):
     return Measurement([slope], details={"rise": rise})
 
 
-def rise_per_rate(run, order: str) -> tuple[float, dict]:
-    """min over R > 0 of the OOD error rise / R under `order` pruning, and the rises by R."""
-    rates, rise, _ = prune_rise(run, order)
+# The same three statements on the margin z·F (relative to the unpruned model): sign(F) is blind to
+# the common rescaling that pruning near-copy rows causes, F itself is not (the theory's Ω(R) is a
+# loss of F). Same bounds as the error claims, fixed before the run.
+def _margin_rows_missing(run) -> bool:
+    return _model(run, "prune_rate", metric="margin").empty
+
+
+@CLAIMS.claim("prune_smallest_flat_margin", "Pruning W_O rows smallest first leaves the OOD margin z·F flat up to "
+              "the small group's share ({share:.0%}): largest relative fall", f"{SOURCE}, claim 5 (F itself)",
+              Below(PRUNE_FLAT))
+def _(run):
+    if _margin_rows_missing(run):
+        return None
+    return Measurement([flat_rise(run, metric="margin")], fmt={"share": small_share(run)})
+
+
+@CLAIMS.claim("prune_random_rises_margin", "Random pruning lowers the OOD margin from the start: its relative fall "
+              "at the small group's share minus smallest-first's", f"{SOURCE}, claim 5 (F itself)",
+              Judged("> 0 by more than 2 stderr"))
+def _(run):
+    if _margin_rows_missing(run):
+        return None
+    return random_excess(run, "margin")
+
+
+@CLAIMS.claim("prune_largest_linear_margin", "Pruning largest first lowers the OOD margin at least linearly in R: "
+              "min over R > 0 of relative fall/R", f"{SOURCE}, claim 5 (theory, F itself)", Above(LARGEST_SLOPE))
+def _(run):
+    if _margin_rows_missing(run):
+        return None
+    slope, fall = rise_per_rate(run, "largest", metric="margin")
+    return Measurement([slope], details={"fall": fall})
+
+
+def rise_per_rate(run, order: str, metric: str = "error") -> tuple[float, dict]:
+    """min over R > 0 of the OOD rise / R under `order` pruning, and the rises by R."""
+    rates, rise, _ = prune_rise(run, order, metric=metric)
     pos = rates > 0
     return float(np.min(rise[pos] / rates[pos])), dict(zip(rates.tolist(), rise.tolist()))
 

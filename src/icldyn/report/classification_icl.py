@@ -99,15 +99,20 @@ def mechanism_figure(run, path):
 
 def pruning_figure(run, path):
     r = _main(run)
-    fig, axes = new_figure(1, 2)
-    for ax, split in zip(axes[0], ("unseen", "ood")):
-        for i, order in enumerate(an.ORDERS):
-            _band(ax, an.curve(r, "model", "prune_rate", split=split, order=order), f"{order} first",
-                  PALETTE[i])
-        ax.set_xlabel("pruning rate R (fraction of W_O rows zeroed)")
-        ax.set_ylabel("query error")
-        ax.set_title("in-domain (unseen tasks)" if split == "unseen" else f"OOD (S₁ = {r.config.task.ood_s1:g})")
-        ax.legend(fontsize=8)
+    margin = not an.curve(r, "model", "prune_rate", metric="margin").empty
+    fig, axes = new_figure(2 if margin else 1, 2)
+    for row, (metric, label) in enumerate((("error", "query error"), ("margin", "mean margin z·F / unpruned"))):
+        if row == len(axes):
+            break
+        for ax, split in zip(axes[row], ("unseen", "ood")):
+            for i, order in enumerate(an.ORDERS):
+                _band(ax, an.curve(r, "model", "prune_rate", metric=metric, split=split, order=order),
+                      f"{order} first", PALETTE[i])
+            ax.set_xlabel("pruning rate R (fraction of W_O rows zeroed)")
+            ax.set_ylabel(label)
+            ax.set_title(("in-domain (unseen tasks)" if split == "unseen" else f"OOD (S₁ = {r.config.task.ood_s1:g})")
+                         + f": {metric}")
+            ax.legend(fontsize=8)
     return finish(fig, path)
 
 
