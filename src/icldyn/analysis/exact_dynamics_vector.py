@@ -64,6 +64,18 @@ def deviation(run, mode: int, curve: str) -> np.ndarray:
     return np.array(out)
 
 
+def loss_deviation(run, curve: str) -> tuple[np.ndarray, float]:
+    """(max over the records of |loss/train − theory `curve`| per seed (seeds,), the theory's drop
+    from its first to its last value, the scale the deviation is judged on)."""
+    th = run.theory
+    th = th[th["name"] == curve].sort_values("time").set_index("time")["value"].rename("theory")
+    out = []
+    for _, g in sorted(per_seed(run, "loss/train").items()):
+        merged = g.join(th, on="time", how="inner")
+        out.append(float((merged["value"] - merged["theory"]).abs().max()) if len(merged) else np.nan)
+    return np.array(out), float(th.iloc[0] - th.iloc[-1]) if len(th) else np.nan
+
+
 def worst_deviation(run, curve: str) -> np.ndarray:
     """max over modes of `deviation` (seeds,)."""
     return np.max([deviation(run, i, curve) for i in range(n_modes(run))], axis=0)

@@ -74,6 +74,18 @@ def _(run):
                        expect=Below(bound), tolerance=f"{bound:g}")
 
 
+@CURVE_CLAIMS.claim("follows_closed_form_loss", "The training loss follows the paper's L(t) = ½ Σ_α c_α s_α (s_α a_α²/a^∞_α "
+                    "− 2 s_α a_α + 1) along the modes' curves ({context}): max |L − L_theory| / (L(0) − L_theory(∞))",
+                    SOURCE, Below(0.01), per_view=True)
+def _(run):
+    if run.config.train.gradient != "population":
+        return None
+    dev, drop = ev.loss_deviation(run, "mode_ode/loss")
+    bound = run.config.closed_form_tolerance
+    return Measurement(dev / drop, {"loss_drop": drop}, fmt={"context": _context(run)}, expect=Below(bound),
+                       tolerance=f"{bound:g}")
+
+
 @CURVE_CLAIMS.claim("follows_layer_flow", "Every mode follows the layer's exact reduced flow ({context}): max over "
                     "modes and records of |a/a^∞ − flow|", SOURCE_LAYER, Below(0.01), per_view=True)
 def _(run):

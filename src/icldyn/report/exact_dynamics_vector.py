@@ -2,7 +2,7 @@
 analysis/exact_dynamics_vector.py):
 - modes.png         per-mode progress a/a^∞ against the logistic closed form and the layer's flow:
                     N → ∞ (population GD), N = 20 (population GD; the paper's finite-N closed form
-                    dotted), N = 20 on sampled prompts (SGD);
+                    dotted), N = 20 on sampled prompts (SGD); the population runs' loss against L(t);
 - scalar_contrast.png  the same Σ, N and a₀: the vector model's modes (trained, closed form) next to
                     the scalar ZFB reduction's modes, and each model's conserved quantities;
 - conservation.png  per-mode drift |C_α(t) − C_α(0)| of the lr sweep, and the largest drift against lr.
@@ -53,7 +53,8 @@ TITLES = {"modes": "N → ∞, population GD", "finite-n": "N = {n}, population 
 
 
 def modes_figure(run, curve_runs):
-    fig, ax = new_figure(1, len(curve_runs), size=(5.0, 4.0))
+    fig, ax = new_figure(1, len(curve_runs) + 1, size=(5.0, 4.0))
+    _loss_panel(ax[0, -1], [(role, r) for role, r in curve_runs if r.config.train.gradient == "population"])
     for a, (role, r) in zip(ax[0], curve_runs):
         s = ev.constants(r, "s")
         for i in range(ev.n_modes(r)):
@@ -70,6 +71,23 @@ def modes_figure(run, curve_runs):
         a.set_title(TITLES[role].format(n=r.config.task.n_points))
         a.legend(fontsize=7)
     return finish(fig, run.path / "figures" / "modes.png")
+
+
+def _loss_panel(a, runs):
+    """loss/train (markers) against the paper's L(t) (solid) and the layer's exact loss (dashed)."""
+    for k, (role, r) in enumerate(runs):
+        col = PALETTE[k + 4]
+        for j, (_, g) in enumerate(sorted(per_seed(r, "loss/train").items())):
+            t, y = _positive(g["time"].values, g["value"].values)
+            a.plot(t, y, "o", ms=2.5, color=col, alpha=0.7, label=f"{TITLES[role].format(n=r.config.task.n_points)}"
+                   if j == 0 else None)
+        _theory(a, r, "mode_ode/loss", col, "-", "paper's L(t)" if k == 0 else None)
+        _theory(a, r, "layer_ode/loss", "k", "--", "layer's exact loss" if k == 0 else None, lw=0.8)
+    log_axes(a, y=False)  # linear: at N → ∞ the loss of noiseless data falls to 0
+    a.set_xlabel("time Σ lr")
+    a.set_ylabel("training loss ½E‖ŷ − y‖²")
+    a.set_title("loss")
+    a.legend(fontsize=7)
 
 
 def contrast_figure(run, r):
