@@ -182,3 +182,13 @@ def test_gradient_descent_at_finite_n_follows_the_layer_flow_not_the_papers_clos
     assert np.abs((a[0] - flow) / a_inf).max() < 0.01
     closed = ModeSystem(s, paper_s_inf(s, 5), c).closed_form(0.01, t)
     assert np.abs((a[0] - closed) / a_inf).max() > 0.05
+
+
+def test_zero_scores_zero_the_prediction():
+    """ŷ = p₂ Σ_i y_i (x_iᵀ q₁ x_q)/N: patching the scores x_iᵀ q₁ x_q to 0 gives ŷ = 0 exactly."""
+    task, model = make(n_points=6, seeds=(0, 1))
+    b = task.sample([0, 1], 0, 8)
+    with torch.no_grad():
+        out = model.run_with_hooks(b, [("blocks.0.attn.hook_scores", lambda x, hook: torch.zeros_like(x))])
+        assert model(b).abs().min() > 0
+    assert torch.equal(out, torch.zeros_like(out))

@@ -53,8 +53,10 @@ TITLES = {"modes": "N → ∞, population GD", "finite-n": "N = {n}, population 
 
 
 def modes_figure(run, curve_runs):
-    fig, ax = new_figure(1, len(curve_runs) + 1, size=(5.0, 4.0))
-    _loss_panel(ax[0, -1], [(role, r) for role, r in curve_runs if r.config.train.gradient == "population"])
+    population = [(role, r) for role, r in curve_runs if r.config.train.gradient == "population"]
+    fig, ax = new_figure(1, len(curve_runs) + bool(population), size=(5.0, 4.0))
+    if population:
+        _loss_panel(ax[0, -1], population)
     for a, (role, r) in zip(ax[0], curve_runs):
         s = ev.constants(r, "s")
         for i in range(ev.n_modes(r)):
