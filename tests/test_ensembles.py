@@ -34,6 +34,9 @@ CASES = {
     "relu-attention-classifier": ("classification-icl", {"task.context_length": 6, "model.width": 8,
                                                          "model.wo_std": 0.3, "train.batch_size": 16,
                                                          "alpha_sweep": []}),
+    "mode-lsa": ("linear-exact-dynamics-vector", {"role": "sgd", "task.population_context": "finite",
+                                                  "train.gradient": "sampled", "train.optimizer": "adam",
+                                                  "train.stages": None, "train.lr": 0.02, "train.batch_size": 32}),
 }
 
 

@@ -13,6 +13,7 @@ from icldyn.models.base import HookPoint
 from icldyn.models.gpt import GPTConfig
 from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig
 from icldyn.models.lsa import LSAConfig
+from icldyn.models.mode_lsa import ModeLSAConfig
 from icldyn.models.multihead_attention import MultiheadAttentionConfig
 from icldyn.models.relu_attention_classifier import ReluAttentionClassifierConfig
 from icldyn.models.softmax_attention import SoftmaxAttentionConfig
@@ -21,6 +22,7 @@ from icldyn.tasks.linear_regression import LinearRegressionConfig, LinearRegress
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask
 from icldyn.tasks.structured_features import StructuredFeaturesConfig, StructuredFeaturesTask
+from icldyn.tasks.vector_regression import VectorRegressionConfig, VectorRegressionTask
 
 F64 = torch.float64
 E, B = 2, 5
@@ -58,6 +60,8 @@ CASES = {
         BinaryClassificationConfig(context_length=8), F64), {
         "blocks.0.attn.hook_scores": (E, B, 8), "blocks.0.attn.hook_pattern": (E, B, 8),
         "hook_hidden": (E, B, 6), "hook_pred": (E, B, 1)}),
+    "mode-lsa": (ModeLSAConfig(init_scale=0.3), VectorRegressionTask(VectorRegressionConfig(d=3, n_points=6), F64), {
+        "blocks.0.attn.hook_scores": (E, B, 6), "hook_pred": (E, B, 3)}),
 }
 
 

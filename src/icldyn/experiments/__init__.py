@@ -28,6 +28,7 @@ def _register_all() -> None:
     from icldyn.experiments.multihead_tasks import MultiheadTasks; EXPERIMENTS.register(MultiheadTasks.name, MultiheadTasks())  # noqa: E702
     from icldyn.experiments.softmax_regression import SoftmaxRegression; EXPERIMENTS.register(SoftmaxRegression.name, SoftmaxRegression())  # noqa: E702
     from icldyn.experiments.attention_emergence import AttentionEmergence; EXPERIMENTS.register(AttentionEmergence.name, AttentionEmergence())  # noqa: E702
+    from icldyn.experiments.exact_dynamics_vector import ExactDynamicsVector; EXPERIMENTS.register(ExactDynamicsVector.name, ExactDynamicsVector())  # noqa: E702
 
 
 def config_from_dict(data: dict):

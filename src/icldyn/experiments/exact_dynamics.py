@@ -59,14 +59,15 @@ PARAMS = ["w_pv", "w_kq"]
 Role = Literal["all", "staged", "plateau", "conservation", "sgd", "generic", "noncommuting"]
 
 
-def piecewise(schedule: list[tuple[float, float]]) -> dict:
+def piecewise(schedule: list[tuple[float, float]], params: list[str] = PARAMS) -> dict:
     """TrainConfig fields for a piecewise-constant lr: [(t_end, lr), ...] → steps, lr, stages.
 
-    Each segment runs at its lr until time Σ lr reaches t_end (rounded to whole steps)."""
+    Each segment runs at its lr until time Σ lr reaches t_end (rounded to whole steps); `params`:
+    the parameter names every stage moves (all of the model's)."""
     stages, t = [], 0.0
     for t_end, lr in schedule:
         steps = max(1, int(round((t_end - t) / lr)))
-        stages.append({"params": list(PARAMS), "steps": steps, "lr": float(lr)})
+        stages.append({"params": list(params), "steps": steps, "lr": float(lr)})
         t += steps * lr
     if len(stages) == 1:
         return {"steps": stages[0]["steps"], "lr": stages[0]["lr"], "stages": None}

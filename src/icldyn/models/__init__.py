@@ -14,6 +14,7 @@ from icldyn.models.base import EnsembleModel, HookPoint, evaluate
 from icldyn.models.gpt import GPT, GPTConfig
 from icldyn.models.induction import InductionFull, InductionFullConfig, InductionSimplified, InductionSimplifiedConfig
 from icldyn.models.lsa import LSA, LSAConfig
+from icldyn.models.mode_lsa import ModeLSA, ModeLSAConfig
 from icldyn.models.multihead_attention import MultiheadAttention, MultiheadAttentionConfig
 from icldyn.models.relu_attention_classifier import ReluAttentionClassifier, ReluAttentionClassifierConfig
 from icldyn.models.softmax_attention import SoftmaxAttention, SoftmaxAttentionConfig
@@ -27,6 +28,7 @@ MODELS.register("induction-full", (InductionFullConfig, InductionFull))
 MODELS.register("multihead-attention", (MultiheadAttentionConfig, MultiheadAttention))
 MODELS.register("softmax-attention", (SoftmaxAttentionConfig, SoftmaxAttention))
 MODELS.register("relu-attention-classifier", (ReluAttentionClassifierConfig, ReluAttentionClassifier))
+MODELS.register("mode-lsa", (ModeLSAConfig, ModeLSA))
 
 
 def build_model(model_config, task, seeds: Sequence[int], dtype: torch.dtype = torch.float32) -> EnsembleModel:

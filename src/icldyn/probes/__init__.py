@@ -22,6 +22,7 @@ from icldyn.probes.multihead import (attention_probe, estimator_probe, projected
 from icldyn.probes.regression import alignment_probe, baseline_probe
 from icldyn.probes.softmax_regression import softmax_regression_probe
 from icldyn.probes.spectral import matrix_spectral_probe
+from icldyn.probes.vector_modes import vector_mode_probe
 from icldyn.registry import Registry
 
 PROBES: Registry[ProbeFactory] = Registry("probe")
@@ -43,6 +44,7 @@ PROBES.register("softmax_regression", softmax_regression_probe)
 PROBES.register("classification", classification_probe)
 PROBES.register("llc", llc_probe)
 PROBES.register("essential_dynamics", essential_dynamics_probe)
+PROBES.register("vector_modes", vector_mode_probe)
 
 
 def build_probes(config, task, specs: Sequence[str | tuple[str, dict[str, Any]]]) -> list[Probe]:

@@ -10,6 +10,7 @@ from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramMarkovTask, NgramS
 from icldyn.tasks.multitask_regression import MultitaskRegressionConfig, MultitaskRegressionTask
 from icldyn.tasks.softmax_regression import SoftmaxRegressionConfig, SoftmaxRegressionTask
 from icldyn.tasks.structured_features import StructuredFeaturesConfig, StructuredFeaturesTask
+from icldyn.tasks.vector_regression import VectorRegressionConfig, VectorRegressionTask
 
 TASKS: Registry = Registry("task")
 TASKS.register("linear-regression", (LinearRegressionConfig, LinearRegressionTask))
@@ -20,6 +21,7 @@ TASKS.register("structured-features", (StructuredFeaturesConfig, StructuredFeatu
 TASKS.register("softmax-regression", (SoftmaxRegressionConfig, SoftmaxRegressionTask))
 TASKS.register("modular-arithmetic", (ModularArithmeticConfig, ModularArithmeticTask))
 TASKS.register("binary-classification", (BinaryClassificationConfig, BinaryClassificationTask))
+TASKS.register("vector-regression", (VectorRegressionConfig, VectorRegressionTask))
 
 # The union of the registered task configs, selected by `name` (`--set task.name=...`).
 TaskConfig = config_union(TASKS)
