@@ -155,3 +155,30 @@ def test_code_option_leaves_the_paper_model_and_gradients_reach_every_parameter(
     assert m.w.grad.abs().sum() > 0 and m.a.grad.abs().sum() > 0 and m.c.grad.abs().sum() > 0
     paper = InductionSimplifiedConfig()
     assert paper.fidelity == "paper" and "fidelity" not in str(paper.model_dump(exclude_defaults=True))
+
+
+@pytest.mark.parametrize("cls,cfg", [
+    (InductionSimplified, InductionSimplifiedConfig(fidelity="code")),
+    (InductionFull, InductionFullConfig(fidelity="code", norm="l2")),
+    (InductionFull, InductionFullConfig()),
+])
+def test_both_counts_paths_equal_the_direct_forward_and_its_gradients(cls, cfg):
+    """The whole (W, C) table of K and the visited (cell, window) pairs only: the same ŷ and gradients."""
+    t = task(n_points=12)
+    b = t.sample([0, 1], 0, 7)
+    m = cls(cfg, t, [0, 1], F64)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=F64))
+        m.a.fill_(4.0)
+    grads = {}
+    for path in ("direct", "table", "pairs"):
+        m.zero_grad()
+        pred = m.forward_direct(b.x) if path == "direct" else m.forward_counts(b.x, path=path)
+        token_loss(pred, b.y, "code").sum().backward()
+        grads[path] = (pred.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    for path in ("table", "pairs"):
+        assert torch.allclose(grads[path][0], grads["direct"][0], atol=1e-10), path
+        for name, gr in grads["direct"][1].items():
+            assert torch.allclose(grads[path][1][name], gr, atol=1e-9, rtol=1e-7), (path, name)
