@@ -44,6 +44,9 @@ authors' code (gszfwsb/Unveiling-Induction-Heads, RPE/) where it differs from th
             full-model layer-1 file was not in the stored versions): the LayerNorm placement, the
             1/√d logit scale and whether a head sees its own position — we keep ours.
   loss, data: `loss: code` is a separate switch; data quirks are listed in the experiment doc.
+  parts     `code_parts` switches these ingredients one by one (ablations; default: all under `code`,
+            none under `paper`): window (per-head windows, their w+ position, the norm eps),
+            selector (own-token and empty subsets, feature eps), double_norm, init (full model).
 
 Two implementations of the same function (a test checks they agree):
   direct  the copier as a convolution over the M offsets at every position, (E, B, L+1, H, S);
@@ -88,6 +91,7 @@ COUNTS_MAX_CELLS = 4096  # `impl: auto` uses counts while C = S·(S+1)^M stays t
 COUNTS_MAX_TABLE = 65536  # … with the whole (W, C) table of K while it is this small, else `k_pairs`
 CODE_NORM_EPS = 1e-7      # the authors' v / (‖v‖ + eps)
 CODE_FEATURE_EPS = 1e-24  # the authors' exp Σ log(⟨·,·⟩ + eps)
+CODE_PARTS = ("window", "selector", "double_norm", "init")  # `fidelity: code` = all of them
 
 
 class InductionSimplifiedConfig(Strict):
@@ -108,11 +112,22 @@ class InductionSimplifiedConfig(Strict):
         default="paper", description="paper: the paper's model; code: the authors' code where it differs "
                                      "(per-head windows, selector with empty/own-token subsets and a double "
                                      "normalisation, their init; module doc)")
-    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fidelity", "proj_init")
+    code_parts: list[Literal["window", "selector", "double_norm", "init"]] | None = Field(
+        default=None, description="the code-faithful ingredients switched on, one by one (ablations): window "
+                                  "(per-head windows, their init position and norm eps), selector (own-token and "
+                                  "empty subsets, feature eps), double_norm (K / (Σc²)²), init (full model: "
+                                  "Q = K = O = proj_init·I); default: all under fidelity code, none under paper")
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fidelity", "proj_init", "code_parts")
+
+    def parts(self) -> frozenset[str]:
+        """The code-faithful ingredients in force (`code_parts`, or all/none by `fidelity`)."""
+        if self.code_parts is not None:
+            return frozenset(self.code_parts)
+        return frozenset(CODE_PARTS) if self.fidelity == "code" else frozenset()
 
     @model_validator(mode="after")
     def _check_heads(self):
-        if self.fidelity == "paper" and self.n_heads > self.window:
+        if "window" not in self.parts() and self.n_heads > self.window:
             raise ValueError(f"model.n_heads ({self.n_heads}) must be ≤ model.window ({self.window}): "
                              "head h is initialised on offset h")
         if self.max_degree > self.n_heads:
@@ -134,7 +149,7 @@ def subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
 
 def copier_span(config) -> int:
     """How many offsets 1..span the copier reads: M (paper), H − 1 + M (code: head h covers h+1..h+M)."""
-    return config.window if config.fidelity == "paper" else config.n_heads - 1 + config.window
+    return config.n_heads - 1 + config.window if "window" in config.parts() else config.window
 
 
 def code_subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
@@ -230,7 +245,11 @@ class InductionSimplified(EnsembleModel):
         self.config = config
         self.S = int(task_config(task).n_states)
         E, H, M = len(seeds), config.n_heads, config.window
-        self.code = config.fidelity == "code"
+        parts = config.parts()
+        self.code = "window" in parts          # per-head windows (and the authors' norm eps)
+        self.code_selector = "selector" in parts
+        self.double_norm = "double_norm" in parts
+        self.code_init = "init" in parts
         self.span = copier_span(config)
         w = torch.full((E, H, M), config.w_minus, dtype=dtype)
         # paper: head h prefers offset h+1 (entry h); code: the first offset of its window h+1..h+M
@@ -239,12 +258,13 @@ class InductionSimplified(EnsembleModel):
         # entry j of head h's logits sits at offset (index) h + j (code) or j (paper)
         shift = torch.arange(H)[:, None] if self.code else torch.zeros(H, 1, dtype=torch.long)
         self.register_buffer("offset_index", shift + torch.arange(M), persistent=False)
-        self.subsets = code_subsets(H, config.max_degree) if self.code else subsets(H, config.max_degree)
-        self.subset_names = [(code_subset_name if self.code else subset_name)(s) for s in self.subsets]
+        cs = self.code_selector
+        self.subsets = code_subsets(H, config.max_degree) if cs else subsets(H, config.max_degree)
+        self.subset_names = [(code_subset_name if cs else subset_name)(s) for s in self.subsets]
         self.c = nn.Parameter(torch.full((E, len(self.subsets)), config.c_init, dtype=dtype))
         self.a = nn.Parameter(torch.full((E,), config.a_init, dtype=dtype))
         # members of each subset, padded with the index of a column of ones to max_degree
-        n_comp = H + 1 if self.code else H
+        n_comp = H + 1 if cs else H
         idx = torch.full((len(self.subsets), config.max_degree), n_comp, dtype=torch.long)
         for k, s in enumerate(self.subsets):
             idx[k, : len(s)] = torch.tensor(s, dtype=torch.long)
@@ -300,7 +320,7 @@ class InductionSimplified(EnsembleModel):
         if quadratic and self.config.max_degree <= 2:
             return self._selector_quadratic(G)
         G = G.movedim(-1, 0)                                                  # (H, E, ...)
-        if self.code:  # the own-token component: ⟨x_i, x_{L+1}⟩ = 0 (the query is the zero token)
+        if self.code_selector:  # the own-token component: ⟨x_i, x_{L+1}⟩ = 0 (the query is the zero token)
             G = torch.cat([torch.zeros_like(G[:1]), G]) + CODE_FEATURE_EPS     # (H+1, E, ...)
         members = torch.cat([G, torch.ones_like(G[:1])])[self.subset_index]  # (n_subsets, D, E, ...)
         feats = members[:, 0]
@@ -308,7 +328,7 @@ class InductionSimplified(EnsembleModel):
             feats = feats * members[:, d]
         weights = self.blocks[1].hook_selector_weights(self.subset_weights())
         K = torch.einsum("ke...,ek->e...", feats, weights)
-        if self.code:  # their second division by ‖c‖²
+        if self.double_norm:  # their second division by ‖c‖²
             K = K / self.c.pow(2).sum(-1).reshape(-1, *([1] * (K.dim() - 1)))
         return K
 
@@ -316,7 +336,7 @@ class InductionSimplified(EnsembleModel):
         """K = g U gᵀ with g = (components, 1) (E, ..., n+1) and U[a, b] the normalised c² of the subset
         {a, b} (b = n: a singleton, a = b = n: the empty subset): the selector for D ≤ 2 without the
         (n_subsets, D, E, ...) member tensor."""
-        if self.code:  # the own-token component ⟨x_i, x_{L+1}⟩ = 0, then their eps on every member
+        if self.code_selector:  # the own-token component ⟨x_i, x_{L+1}⟩ = 0, then their eps on every member
             G = torch.cat([torch.zeros_like(G[..., :1]), G], -1) + CODE_FEATURE_EPS
         n = G.shape[-1]
         g = torch.cat([G, torch.ones_like(G[..., :1])], -1)                   # (E, ..., n+1)
@@ -327,7 +347,7 @@ class InductionSimplified(EnsembleModel):
         U[:, i0, i1] = weights                                                # subsets are distinct pairs
         lead = (G.shape[0], -1, n + 1)
         K = ((g.reshape(lead) @ U) * g.reshape(lead)).sum(-1).view(G.shape[:-1])
-        if self.code:  # their second division by ‖c‖²
+        if self.double_norm:  # their second division by ‖c‖²
             K = K / self.c.pow(2).sum(-1).reshape(-1, *([1] * (K.dim() - 1)))
         return K
 
@@ -469,7 +489,7 @@ class InductionFull(InductionSimplified):
         super().__init__(config, task, seeds, dtype)
         E, H, S = len(seeds), config.n_heads, self.S
         eye = torch.eye(S, dtype=dtype).expand(E, H, S, S)
-        qk, ov = (config.proj_init, config.proj_init) if self.code else (config.qk_init, 1.0)
+        qk, ov = (config.proj_init, config.proj_init) if self.code_init else (config.qk_init, 1.0)
         self.q_proj = nn.Parameter(qk * eye.clone())
         self.k_proj = nn.Parameter(qk * eye.clone())
         self.ov = nn.Parameter(ov * eye.clone())
