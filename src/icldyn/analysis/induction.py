@@ -262,3 +262,67 @@ def generalisation_gaps(run, kind: str) -> dict:
                 own_a[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4)
                                                          for L, g in ((own - ref).abs() / ref).items()}
     return {"worst": worst, "left": left, "behind": sorted(set(behind)), "by_L": by_L, "own_a": own_a}
+
+
+# -- closing tables: the code-faithful runs at fixed epochs, and the ingredient ablations -----------
+CLOSING_EPOCHS = (10, 100, 1000, 10_000, 50_000)
+
+
+def _nearest_step(steps: np.ndarray, epoch: int) -> int:
+    """The recorded step nearest to `epoch` in log distance (records are log-spaced)."""
+    steps = steps[steps > 0]
+    return int(steps[np.argmin(np.abs(np.log(steps) - np.log(epoch)))])
+
+
+def closing_table(run, epochs=CLOSING_EPOCHS) -> pd.DataFrame:
+    """Per view and asked epoch (≤ the run's last step): the recorded step used, a, the code loss on
+    the training set and on the validation split, and the selector's normalised c² per subset
+    (seed means). Columns: view, epoch, step, a, loss_train, loss_val_code, loss_train_kind, share/<subset>."""
+    rows = []
+    for sfx, r in loss_views(run):
+        m = r.metrics
+        steps = np.unique(m["step"].to_numpy())
+        for epoch in epochs:
+            if not len(steps) or epoch > steps.max() * 1.05:
+                continue
+            at = m[m["step"] == _nearest_step(steps, epoch)].groupby("name")["value"].mean()
+            row = {"view": sfx or "run", "epoch": epoch, "step": _nearest_step(steps, epoch),
+                   "a": at.get("probe/a", np.nan), "loss_train": at.get("loss/train", np.nan),
+                   "loss_train_kind": r.config.model.loss, "loss_val_code": at.get("loss/val/code", np.nan)}
+            row.update({f"share/{n}": at.get(f"probe/selector/{n}", np.nan) for n in selector_subsets(r)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def copier_table(run) -> pd.DataFrame:
+    """Final positional mass of every head on every offset 1..span, per view (seed means):
+    columns view, head, offset, mass."""
+    rows = []
+    for sfx, r in loss_views(run):
+        mat = rpe_masses(r, "end")
+        rows += [{"view": sfx or "run", "head": h, "offset": j + 1, "mass": float(mat[h, j])}
+                 for h in range(mat.shape[0]) for j in range(mat.shape[1]) if np.isfinite(mat[h, j])]
+    return pd.DataFrame(rows)
+
+
+def ingredient_table(run) -> pd.DataFrame:
+    """Per view (the `ingredients` preset's single-ingredient ablations): the plateau test of
+    `plateau_then_emergence` on the training loss (first seed), its acceleration, the plateau's span
+    and the drop, the loss at the start and the end, a at the start and the end, and the time
+    t_10 at which the loss has made 10% of its total drop (a plateau delays it)."""
+    rows = []
+    for sfx, r in loss_views(run):
+        t, y = metric_curve(r, "loss/train", r.seeds[0])
+        ta, a = metric_curve(r, "probe/a", r.seeds[0])
+        if len(t) < 3:
+            continue
+        found = plateau_then_emergence(t, y)
+        drop = y[0] - y[-1]
+        t10 = float(t[np.argmax(y <= y[0] - 0.1 * drop)]) if drop > 0 else np.nan
+        rows.append({"view": sfx or "run", "plateau_then_drop": found["plateau"] is not None,
+                     "acceleration": found["acceleration"],
+                     "plateau": found["plateau"][:2] if found["plateau"] else None,
+                     "drop": found["drop"][:2] if found["drop"] else None,
+                     "loss_start": float(y[0]), "loss_end": float(y[-1]), "t_10": t10,
+                     "a_start": float(a[0]) if len(a) else np.nan, "a_end": float(a[-1]) if len(a) else np.nan})
+    return pd.DataFrame(rows)

@@ -203,11 +203,17 @@ def generalisation_figure(run):
 
 
 def ngram_figures(run):
-    return [dynamics_figure(run), rpe_figure(run), generalisation_figure(run)]
+    from icldyn.report.induction_tables import closing_report
+
+    return [dynamics_figure(run), rpe_figure(run), generalisation_figure(run), *closing_report(run)]
 
 
 def full_figures(run):
-    figs = []
+    from icldyn.report.induction_tables import closing_report, ingredients_report
+
+    if getattr(run.config, "ingredients", False):
+        return ingredients_report(run)
+    figs = closing_report(run)
     for sfx, r in an.loss_views(run):
         s_star = an.stored_s_star(r)
         fig, ax = new_figure(1, 4, size=(4.8, 3.9))
