@@ -266,6 +266,7 @@ def generalisation_gaps(run, kind: str) -> dict:
 
 # -- closing tables: the code-faithful runs at fixed epochs, and the ingredient ablations -----------
 CLOSING_EPOCHS = (10, 100, 1000, 10_000, 50_000)
+FLAT_FRACTION = 0.05  # an ablation's loss is "flat" when it falls < 5% of its epoch-1 value by the end
 
 
 def _nearest_step(steps: np.ndarray, epoch: int) -> int:
@@ -309,7 +310,9 @@ def ingredient_table(run) -> pd.DataFrame:
     """Per view (the `ingredients` preset's single-ingredient ablations): the plateau test of
     `plateau_then_emergence` on the training loss (first seed), its acceleration, the plateau's span
     and the drop, the loss at the start and the end, a at the start and the end, and the time
-    t_10 at which the loss has made 10% of its total drop (a plateau delays it)."""
+    t_10 at which the loss has made 10% of its total drop (a plateau delays it), and `flat`: the loss
+    falls by less than FLAT_FRACTION of its value after the first epoch by the end (a plateau that
+    lasts the whole run; the authors' first update alone moves the loss, so epoch 1 is the reference)."""
     rows = []
     for sfx, r in loss_views(run):
         t, y = metric_curve(r, "loss/train", r.seeds[0])
@@ -319,10 +322,29 @@ def ingredient_table(run) -> pd.DataFrame:
         found = plateau_then_emergence(t, y)
         drop = y[0] - y[-1]
         t10 = float(t[np.argmax(y <= y[0] - 0.1 * drop)]) if drop > 0 else np.nan
+        first = y[t > 0][0] if (t > 0).any() else y[0]
         rows.append({"view": sfx or "run", "plateau_then_drop": found["plateau"] is not None,
+                     "flat": bool((first - y[-1]) / first < FLAT_FRACTION),
                      "acceleration": found["acceleration"],
                      "plateau": found["plateau"][:2] if found["plateau"] else None,
                      "drop": found["drop"][:2] if found["drop"] else None,
                      "loss_start": float(y[0]), "loss_end": float(y[-1]), "t_10": t10,
                      "a_start": float(a[0]) if len(a) else np.nan, "a_end": float(a[-1]) if len(a) else np.nan})
     return pd.DataFrame(rows)
+
+
+def ingredient_answer(run) -> dict | None:
+    """From the `ingredients` preset's views: per ingredient X, whether the loss stalls (flat, or a
+    plateau then a drop) with X alone on the paper model (`sufficient`) and whether it stops stalling
+    when X alone is switched off in the authors' run (`necessary`, given the authors' run stalls).
+    None when the run has no ingredient views."""
+    table = ingredient_table(run)
+    if table.empty or "[code]" not in set(table["view"]) or "[paper]" not in set(table["view"]):
+        return None
+    stalls = {v: bool(f or p) for v, f, p in zip(table["view"], table["flat"], table["plateau_then_drop"])}
+    names = sorted({v[len("[paper+"):-1] for v in stalls if v.startswith("[paper+")})
+    out = {"code_stalls": stalls["[code]"], "paper_stalls": stalls["[paper]"], "ingredients": {}}
+    for x in names:
+        on, off = stalls.get(f"[paper+{x}]"), stalls.get(f"[code-{x}]")
+        out["ingredients"][x] = {"sufficient": on, "necessary": None if off is None else stalls["[code]"] and not off}
+    return out

@@ -250,7 +250,7 @@ def _(r):
                    f"baseline/gih_model_a/{kind}", f"baseline/ngram_bayes/{kind}")}}
     note = None if ok else _full_note(found, accel, metric_curve(r, "loss/train", r.seeds[0]), m.fidelity == "code")
     if not np.isfinite(accel).any():  # not measured, but a verdict all the same (no plateau and drop found)
-        spec = FULL.specs[0]
+        spec = next(s for s in FULL.specs if s.id == "full_plateau_then_emergence")
         return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement, spec.source, None, PLATEAU_EXPECTED, ok,
                      None, accel.tolist(), note, details)
     return Measurement(float(np.nanmin(accel)), passed=ok, per_seed=accel.tolist(), note=note, details=details)
@@ -287,8 +287,27 @@ def _(r):
     note = None if ok else f"ends on {', '.join(ends) or 'nothing measured'} (none: no subset holds a majority)"
     details = {"ends_on": ends, "final_weights": {n: weights[k].tolist() for k, n in enumerate(names)}}
     if not len(star_w):  # not measured, and failed: S* was never a selector subset
-        spec = FULL.specs[-1]
+        spec = next(s for s in FULL.specs if s.id == "full_selector_subset")
         return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement.format(star=star), spec.source, None,
                      spec.expect.text, False, None, [], note, details)
     return Measurement(float(star_w.min()), passed=ok, per_seed=star_w.tolist(), note=note, fmt={"star": star},
                        details=details)
+
+
+@FULL.claim("full_plateau_ingredient", "Full model: which ingredient of the authors' code makes its plateau — one "
+            "whose removal alone from the authors' run ends the stall and whose addition alone to the paper model "
+            "makes one (stall: the training loss falls < 5% from epoch 1 to the end, or analysis.phases finds a "
+            "plateau then a drop); measured: how many ingredients are both (preset `ingredients`)",
+            f"{SOURCE}, appendix (full model); the authors' code", Judged("≥ 1"))
+def _(r):
+    ans = an.ingredient_answer(r)
+    if ans is None:
+        return None
+    ing = ans["ingredients"]
+    both = [x for x, v in ing.items() if v["sufficient"] and v["necessary"]]
+    necessary = [x for x, v in ing.items() if v["necessary"]]
+    sufficient = [x for x, v in ing.items() if v["sufficient"]]
+    note = (f"the authors' run {'stalls' if ans['code_stalls'] else 'does not stall'}, the paper model "
+            f"{'stalls' if ans['paper_stalls'] else 'does not'}; necessary (off alone ends the stall): "
+            f"{', '.join(necessary) or 'none'}; sufficient (on alone makes one): {', '.join(sufficient) or 'none'}")
+    return Measurement(float(len(both)), passed=len(both) >= 1, note=note, details=ans)
