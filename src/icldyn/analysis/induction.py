@@ -21,6 +21,7 @@ from icldyn.models.induction import copier_span
 STAGES = ("selector", "copier", "classifier")
 PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
 EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.detect_drops)
+EMERGENCE_ACCELERATION = 3.0  # claim 6: peak rate of loss decrease / the rate at the start
 
 
 # -- the run and its views -------------------------------------------------------------------------
@@ -307,8 +308,9 @@ def copier_table(run) -> pd.DataFrame:
 
 
 def ingredient_table(run) -> pd.DataFrame:
-    """Per view (the `ingredients` preset's single-ingredient ablations): the plateau test of
-    `plateau_then_emergence` on the training loss (first seed), its acceleration, the plateau's span
+    """Per view (the `ingredients` preset's single-ingredient ablations): the test of
+    full_plateau_then_emergence on the training loss (first seed: `plateau_then_emergence` finds a
+    plateau then a drop, with acceleration ≥ EMERGENCE_ACCELERATION), the acceleration, the plateau's span
     and the drop, the loss at the start and the end, a at the start and the end, and the time
     t_10 at which the loss has made 10% of its total drop (a plateau delays it), and `flat`: the loss
     falls by less than FLAT_FRACTION of its value after the first epoch by the end (a plateau that
@@ -323,12 +325,14 @@ def ingredient_table(run) -> pd.DataFrame:
         drop = y[0] - y[-1]
         t10 = float(t[np.argmax(y <= y[0] - 0.1 * drop)]) if drop > 0 else np.nan
         first = y[t > 0][0] if (t > 0).any() else y[0]
-        rows.append({"view": sfx or "run", "plateau_then_drop": found["plateau"] is not None,
+        rows.append({"view": sfx or "run",
+                     "plateau_then_drop": found["plateau"] is not None
+                     and found["acceleration"] >= EMERGENCE_ACCELERATION,
                      "flat": bool((first - y[-1]) / first < FLAT_FRACTION),
                      "acceleration": found["acceleration"],
                      "plateau": found["plateau"][:2] if found["plateau"] else None,
                      "drop": found["drop"][:2] if found["drop"] else None,
-                     "loss_start": float(y[0]), "loss_end": float(y[-1]), "t_10": t10,
+                     "loss_start": float(y[0]), "loss_epoch_1": float(first), "loss_end": float(y[-1]), "t_10": t10,
                      "a_start": float(a[0]) if len(a) else np.nan, "a_end": float(a[-1]) if len(a) else np.nan})
     return pd.DataFrame(rows)
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from icldyn.analysis import induction as an
-from icldyn.analysis.induction import EMERGENCE_DEPTH, PLATEAU_DECADES
+from icldyn.analysis.induction import EMERGENCE_ACCELERATION, EMERGENCE_DEPTH, PLATEAU_DECADES
 from icldyn.analysis.runs import final_values as final
 from icldyn.analysis.runs import metric_curve
 from icldyn.claims import Above, Below, Claim, ClaimList, Judged, Measurement
@@ -31,7 +31,7 @@ UNIGRAM_FRACTION = 0.25     # claim 5: (loss − oracle) / (unigram − oracle)
 BAYES_GAP = 0.10            # claim 5: (loss − Bayes) / (unigram − oracle)
 GENERALISATION_GAP = 0.1    # claim 5: |loss − GIH|/(unigram − GIH), code loss, every L and α
 GENERALISATION_LEFT = 0.5   # claim 5: (loss − oracle)/(unigram − oracle) at every L, training α
-ACCELERATION_MIN = 3.0      # claim 6: peak rate of loss decrease / the rate at the start
+ACCELERATION_MIN = EMERGENCE_ACCELERATION  # claim 6: 3.0, peak rate of loss decrease / the rate at the start
 FULL_SELECTOR_MIN = 0.5     # claim 6: the subset the selector ends on holds a majority of c²
 
 NGRAM = ClaimList("induction-ngram", views=an.loss_views)

@@ -5,6 +5,9 @@ dynamics.png       per training loss: normalised c_S² per subset, the S* heads'
 rpe.png            each head's positional attention mass over offsets, at init and at the end
 generalisation.png loss vs context length L at the training α and another α (model and baselines)
 full.png           induction-full: training loss with the plateau/drop found, selector, RPE, a
+closing.md/.png    both: a, code losses and selector shares at epochs 10 … 50,000, copier masses
+                   (report/induction_tables.py); the `ingredients` preset of induction-full writes
+                   ingredients.md/.png instead of the per-view figures
 """
 
 from __future__ import annotations

@@ -23,7 +23,13 @@ def markdown(frame: pd.DataFrame, digits: int = 4) -> str:
     """A DataFrame as a GitHub markdown table (floats to `digits` significant digits)."""
     if frame.empty:
         return "(no rows)\n"
-    fmt = lambda v: f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    def fmt(v):
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{digits}g}"
+        if isinstance(v, (tuple, list)):
+            return "(" + ", ".join(fmt(x) for x in v) + ")"
+        return str(v)
+
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
