@@ -142,7 +142,8 @@ def test_tiny_run_writes_everything_and_claims_are_recomputable(tmp_path):
         assert key in ids, key
         assert ids[key]["measured"] is not None or ids[key]["note"], key
     assert ids["s_star_is_parents"]["passed"]
-    assert {p.name for p in (run.path / "figures").iterdir()} == {"dynamics.png", "rpe.png", "generalisation.png"}
+    assert {p.name for p in (run.path / "figures").iterdir()} == {"dynamics.png", "rpe.png", "generalisation.png",
+                                                              "closing.png", "closing.md"}
     again = api.recompute_claims(run.path)
     assert [c["measured"] for c in again] == [c["measured"] for c in run.claims]
 
