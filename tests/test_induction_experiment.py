@@ -142,7 +142,8 @@ def test_tiny_run_writes_everything_and_claims_are_recomputable(tmp_path):
         assert key in ids, key
         assert ids[key]["measured"] is not None or ids[key]["note"], key
     assert ids["s_star_is_parents"]["passed"]
-    assert {p.name for p in (run.path / "figures").iterdir()} == {"dynamics.png", "rpe.png", "generalisation.png"}
+    assert {p.name for p in (run.path / "figures").iterdir()} == {"dynamics.png", "rpe.png", "generalisation.png",
+                                                              "closing.png", "closing.md"}
     again = api.recompute_claims(run.path)
     assert [c["measured"] for c in again] == [c["measured"] for c in run.claims]
 
@@ -218,7 +219,7 @@ def test_configs_and_presets():
     exp = EXPERIMENTS["induction-ngram"]
     cfg = exp.config("quick")
     assert cfg.train.dataset_size + cfg.validation_size == 10_000 and cfg.train.batch_size >= cfg.train.dataset_size
-    single = {"compare_losses": False, "code_variant": False}
+    single = {"compare_losses": False, "code_variant": False, "ingredients": False}
     assert exp.variants(cfg) == {"loss=paper": {"model.loss": "paper", **single},
                                  "loss=code": {"model.loss": "code", **single}}
     assert exp.config("paper").train.steps == 50_000
@@ -290,3 +291,49 @@ def test_generalisation_curves_read_the_general_and_the_legacy_schema(tmp_path):
         assert seed1.to_dict() == {10: 103.0, 20: 203.0}
         assert an.generalisation_curve(run, "model", "paper", 0.1).to_dict() == pytest.approx({10: 100.6, 20: 200.6})
         assert an.generalisation_curve(run, "gih", "paper", 0.1).empty
+
+
+# -- which ingredient makes the full model's plateau (preset `ingredients`) ------------------------
+
+def _ingredient_rows(stalling: set[str]) -> "pd.DataFrame":
+    import pandas as pd
+
+    views = ["[paper]", "[code]"] + [f"[{b}{x}]" for x in ("window", "loss") for b in ("paper+", "code-")]
+    return pd.DataFrame({"view": views, "flat": [v in stalling for v in views],
+                         "plateau_then_drop": [False] * len(views)})
+
+
+def test_ingredient_claim_names_the_ingredient_that_is_necessary_and_sufficient(monkeypatch):
+    spec = next(s for s in ic.FULL.specs if s.id == "full_plateau_ingredient")
+    # the authors' run stalls; it stops without `loss`, and `loss` alone makes the paper model stall
+    monkeypatch.setattr(an, "ingredient_table", lambda run: _ingredient_rows({"[code]", "[code-window]", "[paper+loss]"}))
+    claim = spec.evaluate(object())
+    assert claim.passed and claim.measured == 1.0 and "necessary (off alone ends the stall): loss" in claim.note
+    # negative control: every run of the authors' stalls whatever is switched off, no paper run stalls
+    monkeypatch.setattr(an, "ingredient_table", lambda run: _ingredient_rows({"[code]", "[code-window]", "[code-loss]"}))
+    claim = spec.evaluate(object())
+    assert not claim.passed and claim.measured == 0.0
+    # not an ingredients run: the claim is left out
+    monkeypatch.setattr(an, "ingredient_table", lambda run: _ingredient_rows(set()).iloc[2:])
+    assert spec.evaluate(object()) is None
+
+
+def test_ingredient_variants_switch_one_thing_each():
+    from icldyn.experiments.induction import CODE_FULL, ingredient_variants
+
+    exp = EXPERIMENTS["induction-full"]
+    v = ingredient_variants()
+    assert len(v) == 2 + 2 * 7
+    paper, code = exp.config("quick").model, exp.config("quick", v["ingredient=code"]).model
+    assert code.parts() == frozenset({"window", "selector", "double_norm", "init"}) and paper.parts() == frozenset()
+    for name, ov in v.items():
+        m = exp.config("ingredients", ov).model
+        base = paper if "paper" in name else code
+        diff = {k for k in type(m).model_fields if getattr(m, k) != getattr(base, k)}
+        if name.endswith("w_init"):
+            assert diff == {"w_plus", "w_minus"}
+        elif name in ("ingredient=paper", "ingredient=code"):
+            assert diff == set()
+        else:
+            assert len(diff) == 1 or (diff == {"code_parts"} and len(m.parts() ^ base.parts()) == 1), (name, diff)
+    assert exp.config("ingredients").train.lr == CODE_FULL["train.lr"]

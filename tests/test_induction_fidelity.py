@@ -155,3 +155,48 @@ def test_code_option_leaves_the_paper_model_and_gradients_reach_every_parameter(
     assert m.w.grad.abs().sum() > 0 and m.a.grad.abs().sum() > 0 and m.c.grad.abs().sum() > 0
     paper = InductionSimplifiedConfig()
     assert paper.fidelity == "paper" and "fidelity" not in str(paper.model_dump(exclude_defaults=True))
+
+
+@pytest.mark.parametrize("cls,cfg", [
+    (InductionSimplified, InductionSimplifiedConfig(fidelity="code")),
+    (InductionFull, InductionFullConfig(fidelity="code", norm="l2")),
+    (InductionFull, InductionFullConfig()),
+])
+def test_both_counts_paths_equal_the_direct_forward_and_its_gradients(cls, cfg):
+    """The whole (W, C) table of K and the visited (cell, window) pairs only: the same ŷ and gradients."""
+    t = task(n_points=12)
+    b = t.sample([0, 1], 0, 7)
+    m = cls(cfg, t, [0, 1], F64)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=F64))
+        m.a.fill_(4.0)
+    grads = {}
+    for path in ("direct", "table", "pairs"):
+        m.zero_grad()
+        pred = m.forward_direct(b.x) if path == "direct" else m.forward_counts(b.x, path=path)
+        token_loss(pred, b.y, "code").sum().backward()
+        grads[path] = (pred.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    for path in ("table", "pairs"):
+        assert torch.allclose(grads[path][0], grads["direct"][0], atol=1e-10), path
+        for name, gr in grads["direct"][1].items():
+            assert torch.allclose(grads[path][1][name], gr, atol=1e-9, rtol=1e-7), (path, name)
+
+
+def test_code_parts_switch_single_ingredients_and_keep_the_hash():
+    """All parts = fidelity code; no parts = fidelity paper; one part changes only its own piece."""
+    t = task(n_points=10)
+    b = t.sample([0], 0, 4)
+    cfgs = {"code": InductionFullConfig(fidelity="code", norm="l2"),
+            "all": InductionFullConfig(code_parts=["window", "selector", "double_norm", "init"], norm="l2"),
+            "paper": InductionFullConfig(norm="l2"), "none": InductionFullConfig(fidelity="code", code_parts=[], norm="l2")}
+    out = {k: InductionFull(c, t, [0], F64)(b) for k, c in cfgs.items()}
+    assert torch.allclose(out["code"], out["all"], atol=1e-14)
+    assert torch.allclose(out["paper"], out["none"], atol=1e-14)
+    assert not torch.allclose(out["code"], out["paper"], atol=1e-6)
+    sel = InductionFull(InductionFullConfig(code_parts=["selector"]), t, [0], F64)
+    assert sel.span == 3 and sel.subset_names[0] == "none" and not sel.double_norm
+    init = InductionFull(InductionFullConfig(code_parts=["init"]), t, [0], F64)
+    assert torch.allclose(init.ov[0, 0], 0.01 * torch.eye(3, dtype=F64)) and init.subset_names[0] == "1"
+    assert "code_parts" not in str(InductionFullConfig().model_dump(exclude_defaults=True))

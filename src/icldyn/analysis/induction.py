@@ -21,6 +21,7 @@ from icldyn.models.induction import copier_span
 STAGES = ("selector", "copier", "classifier")
 PLATEAU_DECADES = 0.5       # claim 6: a flat stretch of the loss this long (phases.detect_plateaus)
 EMERGENCE_DEPTH = 0.3       # claim 6: then a drop losing this fraction (phases.detect_drops)
+EMERGENCE_ACCELERATION = 3.0  # claim 6: peak rate of loss decrease / the rate at the start
 
 
 # -- the run and its views -------------------------------------------------------------------------
@@ -262,3 +263,92 @@ def generalisation_gaps(run, kind: str) -> dict:
                 own_a[f"alpha={alpha:g}/seed={seed}"] = {int(L): round(float(g), 4)
                                                          for L, g in ((own - ref).abs() / ref).items()}
     return {"worst": worst, "left": left, "behind": sorted(set(behind)), "by_L": by_L, "own_a": own_a}
+
+
+# -- closing tables: the code-faithful runs at fixed epochs, and the ingredient ablations -----------
+CLOSING_EPOCHS = (10, 100, 1000, 10_000, 50_000)
+FLAT_FRACTION = 0.05  # an ablation's loss is "flat" when it falls < 5% of its epoch-1 value by the end
+
+
+def _nearest_step(steps: np.ndarray, epoch: int) -> int:
+    """The recorded step nearest to `epoch` in log distance (records are log-spaced)."""
+    steps = steps[steps > 0]
+    return int(steps[np.argmin(np.abs(np.log(steps) - np.log(epoch)))])
+
+
+def closing_table(run, epochs=CLOSING_EPOCHS) -> pd.DataFrame:
+    """Per view and asked epoch (≤ the run's last step): the recorded step used, a, the code loss on
+    the training set and on the validation split, and the selector's normalised c² per subset
+    (seed means). Columns: view, epoch, step, a, loss_train, loss_val_code, loss_train_kind, share/<subset>."""
+    rows = []
+    for sfx, r in loss_views(run):
+        m = r.metrics
+        steps = np.unique(m["step"].to_numpy())
+        for epoch in epochs:
+            if not len(steps) or epoch > steps.max() * 1.05:
+                continue
+            at = m[m["step"] == _nearest_step(steps, epoch)].groupby("name")["value"].mean()
+            row = {"view": sfx or "run", "epoch": epoch, "step": _nearest_step(steps, epoch),
+                   "a": at.get("probe/a", np.nan), "loss_train": at.get("loss/train", np.nan),
+                   "loss_train_kind": r.config.model.loss, "loss_val_code": at.get("loss/val/code", np.nan)}
+            row.update({f"share/{n}": at.get(f"probe/selector/{n}", np.nan) for n in selector_subsets(r)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def copier_table(run) -> pd.DataFrame:
+    """Final positional mass of every head on every offset 1..span, per view (seed means):
+    columns view, head, offset, mass."""
+    rows = []
+    for sfx, r in loss_views(run):
+        mat = rpe_masses(r, "end")
+        rows += [{"view": sfx or "run", "head": h, "offset": j + 1, "mass": float(mat[h, j])}
+                 for h in range(mat.shape[0]) for j in range(mat.shape[1]) if np.isfinite(mat[h, j])]
+    return pd.DataFrame(rows)
+
+
+def ingredient_table(run) -> pd.DataFrame:
+    """Per view (the `ingredients` preset's single-ingredient ablations): the test of
+    full_plateau_then_emergence on the training loss (first seed: `plateau_then_emergence` finds a
+    plateau then a drop, with acceleration ≥ EMERGENCE_ACCELERATION), the acceleration, the plateau's span
+    and the drop, the loss at the start and the end, a at the start and the end, and the time
+    t_10 at which the loss has made 10% of its total drop (a plateau delays it), and `flat`: the loss
+    falls by less than FLAT_FRACTION of its value after the first epoch by the end (a plateau that
+    lasts the whole run; the authors' first update alone moves the loss, so epoch 1 is the reference)."""
+    rows = []
+    for sfx, r in loss_views(run):
+        t, y = metric_curve(r, "loss/train", r.seeds[0])
+        ta, a = metric_curve(r, "probe/a", r.seeds[0])
+        if len(t) < 3:
+            continue
+        found = plateau_then_emergence(t, y)
+        drop = y[0] - y[-1]
+        t10 = float(t[np.argmax(y <= y[0] - 0.1 * drop)]) if drop > 0 else np.nan
+        first = y[t > 0][0] if (t > 0).any() else y[0]
+        rows.append({"view": sfx or "run",
+                     "plateau_then_drop": found["plateau"] is not None
+                     and found["acceleration"] >= EMERGENCE_ACCELERATION,
+                     "flat": bool((first - y[-1]) / first < FLAT_FRACTION),
+                     "acceleration": found["acceleration"],
+                     "plateau": found["plateau"][:2] if found["plateau"] else None,
+                     "drop": found["drop"][:2] if found["drop"] else None,
+                     "loss_start": float(y[0]), "loss_epoch_1": float(first), "loss_end": float(y[-1]), "t_10": t10,
+                     "a_start": float(a[0]) if len(a) else np.nan, "a_end": float(a[-1]) if len(a) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def ingredient_answer(run) -> dict | None:
+    """From the `ingredients` preset's views: per ingredient X, whether the loss stalls (flat, or a
+    plateau then a drop) with X alone on the paper model (`sufficient`) and whether it stops stalling
+    when X alone is switched off in the authors' run (`necessary`, given the authors' run stalls).
+    None when the run has no ingredient views."""
+    table = ingredient_table(run)
+    if table.empty or "[code]" not in set(table["view"]) or "[paper]" not in set(table["view"]):
+        return None
+    stalls = {v: bool(f or p) for v, f, p in zip(table["view"], table["flat"], table["plateau_then_drop"])}
+    names = sorted({v[len("[paper+"):-1] for v in stalls if v.startswith("[paper+")})
+    out = {"code_stalls": stalls["[code]"], "paper_stalls": stalls["[paper]"], "ingredients": {}}
+    for x in names:
+        on, off = stalls.get(f"[paper+{x}]"), stalls.get(f"[code-{x}]")
+        out["ingredients"][x] = {"sufficient": on, "necessary": None if off is None else stalls["[code]"] and not off}
+    return out

@@ -37,6 +37,13 @@ the copier and stage claims are reported for both inits; induction-full trains `
 (the run it always made) and `fidelity=code` — the authors' full-model run (their code loss,
 w+ = 1, w− = 0.01, Q = K = O = 0.01·I, l2 normalisation, lr 1e-3 full-batch GD, 10,000 epochs).
 Claims of a code-faithful run carry the suffix `[code-faithful]`.
+
+Which ingredient makes the authors' full-model plateau: `induction-full --preset ingredients` trains
+the paper-faithful full model and the authors' run (lr 1e-3, full-batch GD, 1,000 epochs) and, for
+each ingredient in which they differ (the code parts window, selector, double_norm, init of
+`model.code_parts`; the loss; LayerNorm vs l2; and the spec's w+ = 3, w− = 0.1 instead of the shared
+1, 0.01), the paper model with it switched on alone (`paper+X`) and the authors' run with it switched
+off alone (`code-X`); `full_plateau_then_emergence` is measured on every one.
 Data quirks of the authors' code we do not reproduce: their 10,000 sequences are split 90/10 at
 random (ours by index — the same law, sequences being iid); the n-gram dataset version we could
 read draws the target from π at a uniformly drawn context rather than at the sequence's own last
@@ -70,6 +77,29 @@ FLAT_RPE = {"w_plus": 1.0, "w_minus": 0.01}
 CODE_NGRAM = {"model.fidelity": "code", "model.loss": "code", "model.w_plus": 3.0, "model.w_minus": 0.1}
 CODE_FULL = {"model.fidelity": "code", "model.loss": "code", "model.norm": "l2", "model.w_plus": 1.0,
              "model.w_minus": 0.01, "model.proj_init": 0.01, "train.lr": 1e-3, "train.steps": 10_000}
+CODE_PARTS = ("window", "selector", "double_norm", "init")  # models.induction.CODE_PARTS
+# the ingredients in which the paper-faithful full model (the experiment's default) and the authors'
+# run (CODE_FULL) differ, each as (setting in the paper-faithful model, setting in the authors' run);
+# the code parts are switched through model.code_parts. Both already use w+ = 1, w− = 0.01: the
+# w± ingredient switches to the spec's w+ = 3, w− = 0.1 from either side.
+INGREDIENTS = {"loss": ({"model.loss": "paper"}, {"model.loss": "code"}),
+               "norm": ({"model.norm": "layernorm"}, {"model.norm": "l2"}),
+               "w_init": ({"model.w_plus": 3.0, "model.w_minus": 0.1}, {"model.w_plus": 3.0, "model.w_minus": 0.1})}
+
+
+def ingredient_variants() -> dict[str, dict]:
+    """The single-ingredient ablations of the full model (preset `ingredients`): `paper+X` is the
+    paper-faithful model with ingredient X of the authors' run switched on alone, `code-X` the
+    authors' run with X switched off alone; `paper` and `code` are the two bases. Same lr, steps."""
+    base_code = {k: v for k, v in CODE_FULL.items() if not k.startswith("train.")}
+    out = {"ingredient=paper": {}, "ingredient=code": dict(base_code)}
+    for part in CODE_PARTS:
+        out[f"ingredient=paper+{part}"] = {"model.code_parts": [part]}
+        out[f"ingredient=code-{part}"] = {**base_code, "model.code_parts": [p for p in CODE_PARTS if p != part]}
+    for name, (paper, code) in INGREDIENTS.items():
+        out[f"ingredient=paper+{name}"] = dict(code if name != "w_init" else paper)
+        out[f"ingredient=code-{name}"] = {**base_code, **(paper if name != "w_init" else code)}
+    return out
 
 
 # -- configs ---------------------------------------------------------------------------------------
@@ -88,7 +118,10 @@ class InductionNgramConfig(ExperimentConfig):
     generalisation_prompts: int = Field(default=2000, gt=0)
     code_variant: bool = Field(default=False, description="also train the authors' code-faithful run "
                                                           "(variant fidelity=code; experiment doc)")
-    unhashed_at_default: ClassVar[tuple[str, ...]] = ("code_variant",)
+    ingredients: bool = Field(default=False, description="induction-full: train the single-ingredient "
+                                                         "ablations between the paper-faithful and the authors' "
+                                                         "full model (`ingredient_variants`)")
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("code_variant", "ingredients")
 
 
 class InductionFullExpConfig(InductionNgramConfig):
@@ -141,7 +174,9 @@ class InductionNgram(Experiment):
         return build_task(split, self.dtype(config))
 
     def variants(self, config):
-        single = {"compare_losses": False, "code_variant": False}
+        single = {"compare_losses": False, "code_variant": False, "ingredients": False}
+        if config.ingredients:
+            return {name: {**ov, **single} for name, ov in ingredient_variants().items()}
         out = {f"loss={k}": {"model.loss": k, **single} for k in LOSSES} if config.compare_losses else {}
         if config.code_variant:
             if not out:
@@ -178,6 +213,10 @@ class InductionFullExperiment(InductionNgram):
         "paper": {"train.steps": 50_000, "train.n_records": 60, "train.eval_prompts": 20_000,
                   "train.checkpoint_every": 5000, "generalisation_prompts": 10_000, "info_draws": 20_000,
                   "code_variant": True},
+        # which ingredient makes the authors' plateau: 16 short runs (experiment doc)
+        "ingredients": {"train.steps": 1000, "train.n_records": 50, "train.eval_prompts": 1000,
+                        "generalisation_prompts": 200, "generalisation_lengths": [100], "info_draws": 2000,
+                        "ingredients": True},
     }
     code_overrides = CODE_FULL
 

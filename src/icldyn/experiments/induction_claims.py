@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from icldyn.analysis import induction as an
-from icldyn.analysis.induction import EMERGENCE_DEPTH, PLATEAU_DECADES
+from icldyn.analysis.induction import EMERGENCE_ACCELERATION, EMERGENCE_DEPTH, PLATEAU_DECADES
 from icldyn.analysis.runs import final_values as final
 from icldyn.analysis.runs import metric_curve
 from icldyn.claims import Above, Below, Claim, ClaimList, Judged, Measurement
@@ -31,7 +31,7 @@ UNIGRAM_FRACTION = 0.25     # claim 5: (loss − oracle) / (unigram − oracle)
 BAYES_GAP = 0.10            # claim 5: (loss − Bayes) / (unigram − oracle)
 GENERALISATION_GAP = 0.1    # claim 5: |loss − GIH|/(unigram − GIH), code loss, every L and α
 GENERALISATION_LEFT = 0.5   # claim 5: (loss − oracle)/(unigram − oracle) at every L, training α
-ACCELERATION_MIN = 3.0      # claim 6: peak rate of loss decrease / the rate at the start
+ACCELERATION_MIN = EMERGENCE_ACCELERATION  # claim 6: 3.0, peak rate of loss decrease / the rate at the start
 FULL_SELECTOR_MIN = 0.5     # claim 6: the subset the selector ends on holds a majority of c²
 
 NGRAM = ClaimList("induction-ngram", views=an.loss_views)
@@ -249,9 +249,10 @@ def _(r):
                    f"loss/val/{kind}", f"baseline/unigram/{kind}", f"baseline/gih/{kind}",
                    f"baseline/gih_model_a/{kind}", f"baseline/ngram_bayes/{kind}")}}
     note = None if ok else _full_note(found, accel, metric_curve(r, "loss/train", r.seeds[0]), m.fidelity == "code")
+    note = _with_ingredients(r, note)
     if not np.isfinite(accel).any():  # not measured, but a verdict all the same (no plateau and drop found)
-        spec = FULL.specs[0]
-        return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement, spec.source, None, PLATEAU_EXPECTED, ok,
+        spec = next(s for s in FULL.specs if s.id == "full_plateau_then_emergence")
+        return Claim(spec.id, spec.statement, spec.source, None, PLATEAU_EXPECTED, ok,
                      None, accel.tolist(), note, details)
     return Measurement(float(np.nanmin(accel)), passed=ok, per_seed=accel.tolist(), note=note, details=details)
 
@@ -263,13 +264,39 @@ def _full_note(found, accel, first_curve, code: bool = False) -> str:
         text = (f"the loss shows a log-time plateau and drop, but it falls at most {np.nanmax(accel):.2g}× faster "
                 "than at the start: a smooth descent seen on a log axis, not an escape from a plateau")
     d = an.descent_summary(*first_curve)
-    if d is not None:
+    t, y = first_curve
+    after = y[t > 0]
+    if d is not None and len(after) > 1 and (after[0] - after[-1]) / after[0] < an.FLAT_FRACTION:
+        text += (f". First seed: a stall that lasts the run — after the first update ({y[0]:.4g} → {after[0]:.4g}) "
+                 f"the loss falls only {(after[0] - after[-1]) / after[0]:.2%} by t = {t[-1]:.3g} "
+                 f"(< {an.FLAT_FRACTION:.0%}: flat, no drop yet)")
+    elif d is not None:
         text += (f". First seed: the loss falls from the first step (rate {d['initial_rate']:.3g} per unit time), "
                  f"fastest at t ≈ {d['t_fastest']:.3g} ({d['fastest_rate']:.3g}), and has made 90% of its drop by "
                  f"t ≈ {d['t_90']:.3g} of {d['t_end']:.3g}; likely because the RPE init already makes K "
                  "informative, leaving no saddle to escape")
-    return text + (" (code-faithful run: the authors' loss, init, windows and selector together; which one "
-                   "ingredient makes a plateau needs the single-ingredient runs)" if code else "")
+    return text + (" (code-faithful run: the authors' loss, init, windows and selector together; which "
+                   "ingredient makes the stall: `induction-full --preset ingredients`, claim "
+                   "full_plateau_ingredient)" if code else "")
+
+
+def _with_ingredients(r, note):
+    """In the authors' run of an `ingredients` sweep (view `[code]`), the note also gives the
+    sweep's measured answer: which ingredients switched off alone end the stall, which switched on
+    alone make one (analysis.induction.ingredient_answer)."""
+    if r.path.parent.name != "variants" or r.path.name != "ingredient=code":
+        return note
+    from icldyn.store import load_run
+
+    ans = an.ingredient_answer(load_run(r.path.parent.parent, r.parse_config))
+    if ans is None:
+        return note
+    ing = ans["ingredients"]
+    pick = lambda key: ", ".join(x for x, v in ing.items() if v[key]) or "none"  # noqa: E731
+    text = (f"single-ingredient runs of this sweep (stall: loss falls < 5% from epoch 1, or a plateau then a "
+            f"drop): the authors' run {'stalls' if ans['code_stalls'] else 'does not stall'}; switched off alone, "
+            f"{pick('necessary')} end(s) it; switched on alone in the paper model, {pick('sufficient')} make(s) one")
+    return f"{note}. {text}" if note else text
 
 
 @FULL.claim("full_selector_subset", "Full model: the selector ends on S* = {star} (which subset it ends on is "
@@ -287,8 +314,27 @@ def _(r):
     note = None if ok else f"ends on {', '.join(ends) or 'nothing measured'} (none: no subset holds a majority)"
     details = {"ends_on": ends, "final_weights": {n: weights[k].tolist() for k, n in enumerate(names)}}
     if not len(star_w):  # not measured, and failed: S* was never a selector subset
-        spec = FULL.specs[-1]
-        return Claim(f"{spec.id}{an.view_suffix(r)}", spec.statement.format(star=star), spec.source, None,
+        spec = next(s for s in FULL.specs if s.id == "full_selector_subset")
+        return Claim(spec.id, spec.statement.format(star=star), spec.source, None,
                      spec.expect.text, False, None, [], note, details)
     return Measurement(float(star_w.min()), passed=ok, per_seed=star_w.tolist(), note=note, fmt={"star": star},
                        details=details)
+
+
+@FULL.claim("full_plateau_ingredient", "Full model: which ingredient of the authors' code makes its plateau — one "
+            "whose removal alone from the authors' run ends the stall and whose addition alone to the paper model "
+            "makes one (stall: the training loss falls < 5% from epoch 1 to the end, or analysis.phases finds a "
+            "plateau then a drop); measured: how many ingredients are both (preset `ingredients`)",
+            f"{SOURCE}, appendix (full model); the authors' code", Judged("≥ 1"))
+def _(r):
+    ans = an.ingredient_answer(r)
+    if ans is None:
+        return None
+    ing = ans["ingredients"]
+    both = [x for x, v in ing.items() if v["sufficient"] and v["necessary"]]
+    necessary = [x for x, v in ing.items() if v["necessary"]]
+    sufficient = [x for x, v in ing.items() if v["sufficient"]]
+    note = (f"the authors' run {'stalls' if ans['code_stalls'] else 'does not stall'}, the paper model "
+            f"{'stalls' if ans['paper_stalls'] else 'does not'}; necessary (off alone ends the stall): "
+            f"{', '.join(necessary) or 'none'}; sufficient (on alone makes one): {', '.join(sufficient) or 'none'}")
+    return Measurement(float(len(both)), passed=len(both) >= 1, note=note, details=ans)

@@ -44,6 +44,9 @@ authors' code (gszfwsb/Unveiling-Induction-Heads, RPE/) where it differs from th
             full-model layer-1 file was not in the stored versions): the LayerNorm placement, the
             1/√d logit scale and whether a head sees its own position — we keep ours.
   loss, data: `loss: code` is a separate switch; data quirks are listed in the experiment doc.
+  parts     `code_parts` switches these ingredients one by one (ablations; default: all under `code`,
+            none under `paper`): window (per-head windows, their w+ position, the norm eps),
+            selector (own-token and empty subsets, feature eps), double_norm, init (full model).
 
 Two implementations of the same function (a test checks they agree):
   direct  the copier as a convolution over the M offsets at every position, (E, B, L+1, H, S);
@@ -52,7 +55,9 @@ Two implementations of the same function (a test checks they agree):
           of positions of sequence b in cell c: a (C, W) table of K from the parameters, then
           (E, B, K) work per batch, K ≤ L the most cells a sequence visits (C = S·(S+1)^M cells
           in all, 192 at S = M = 3). The counts are cached per training input tensor, so
-          full-batch training computes them once. `impl: auto` picks counts while C ≤ 4096.
+          full-batch training computes them once. `impl: auto` picks counts while C ≤ 4096. Past
+          65,536 table entries (the code-faithful span 5: W = 1024, C = 3072) K is computed only
+          at the (cell, window) pairs the batch visits (`k_pairs`, (E, B, K) work).
 Built as Model(config, task, seeds, dtype); the vocabulary S is the task's `n_states`.
 
 Hook points, on the shared scheme (layer 0 the copier, layer 1 the selector + classifier):
@@ -83,9 +88,10 @@ from icldyn.errors import UsageError
 from icldyn.models.base import EnsembleModel, HookGroup, HookPoint, task_config
 
 COUNTS_MAX_CELLS = 4096  # `impl: auto` uses counts while C = S·(S+1)^M stays this small
-COUNTS_MAX_WINDOWS = 256  # … and the (W, C) table's W = (S+1)^M this small
+COUNTS_MAX_TABLE = 65536  # … with the whole (W, C) table of K while it is this small, else `k_pairs`
 CODE_NORM_EPS = 1e-7      # the authors' v / (‖v‖ + eps)
 CODE_FEATURE_EPS = 1e-24  # the authors' exp Σ log(⟨·,·⟩ + eps)
+CODE_PARTS = ("window", "selector", "double_norm", "init")  # `fidelity: code` = all of them
 
 
 class InductionSimplifiedConfig(Strict):
@@ -106,11 +112,22 @@ class InductionSimplifiedConfig(Strict):
         default="paper", description="paper: the paper's model; code: the authors' code where it differs "
                                      "(per-head windows, selector with empty/own-token subsets and a double "
                                      "normalisation, their init; module doc)")
-    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fidelity", "proj_init")
+    code_parts: list[Literal["window", "selector", "double_norm", "init"]] | None = Field(
+        default=None, description="the code-faithful ingredients switched on, one by one (ablations): window "
+                                  "(per-head windows, their init position and norm eps), selector (own-token and "
+                                  "empty subsets, feature eps), double_norm (K / (Σc²)²), init (full model: "
+                                  "Q = K = O = proj_init·I); default: all under fidelity code, none under paper")
+    unhashed_at_default: ClassVar[tuple[str, ...]] = ("fidelity", "proj_init", "code_parts")
+
+    def parts(self) -> frozenset[str]:
+        """The code-faithful ingredients in force (`code_parts`, or all/none by `fidelity`)."""
+        if self.code_parts is not None:
+            return frozenset(self.code_parts)
+        return frozenset(CODE_PARTS) if self.fidelity == "code" else frozenset()
 
     @model_validator(mode="after")
     def _check_heads(self):
-        if self.fidelity == "paper" and self.n_heads > self.window:
+        if "window" not in self.parts() and self.n_heads > self.window:
             raise ValueError(f"model.n_heads ({self.n_heads}) must be ≤ model.window ({self.window}): "
                              "head h is initialised on offset h")
         if self.max_degree > self.n_heads:
@@ -132,7 +149,7 @@ def subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
 
 def copier_span(config) -> int:
     """How many offsets 1..span the copier reads: M (paper), H − 1 + M (code: head h covers h+1..h+M)."""
-    return config.window if config.fidelity == "paper" else config.n_heads - 1 + config.window
+    return config.n_heads - 1 + config.window if "window" in config.parts() else config.window
 
 
 def code_subsets(n_heads: int, max_degree: int) -> list[tuple[int, ...]]:
@@ -228,7 +245,11 @@ class InductionSimplified(EnsembleModel):
         self.config = config
         self.S = int(task_config(task).n_states)
         E, H, M = len(seeds), config.n_heads, config.window
-        self.code = config.fidelity == "code"
+        parts = config.parts()
+        self.code = "window" in parts          # per-head windows (and the authors' norm eps)
+        self.code_selector = "selector" in parts
+        self.double_norm = "double_norm" in parts
+        self.code_init = "init" in parts
         self.span = copier_span(config)
         w = torch.full((E, H, M), config.w_minus, dtype=dtype)
         # paper: head h prefers offset h+1 (entry h); code: the first offset of its window h+1..h+M
@@ -237,12 +258,13 @@ class InductionSimplified(EnsembleModel):
         # entry j of head h's logits sits at offset (index) h + j (code) or j (paper)
         shift = torch.arange(H)[:, None] if self.code else torch.zeros(H, 1, dtype=torch.long)
         self.register_buffer("offset_index", shift + torch.arange(M), persistent=False)
-        self.subsets = code_subsets(H, config.max_degree) if self.code else subsets(H, config.max_degree)
-        self.subset_names = [(code_subset_name if self.code else subset_name)(s) for s in self.subsets]
+        cs = self.code_selector
+        self.subsets = code_subsets(H, config.max_degree) if cs else subsets(H, config.max_degree)
+        self.subset_names = [(code_subset_name if cs else subset_name)(s) for s in self.subsets]
         self.c = nn.Parameter(torch.full((E, len(self.subsets)), config.c_init, dtype=dtype))
         self.a = nn.Parameter(torch.full((E,), config.a_init, dtype=dtype))
         # members of each subset, padded with the index of a column of ones to max_degree
-        n_comp = H + 1 if self.code else H
+        n_comp = H + 1 if cs else H
         idx = torch.full((len(self.subsets), config.max_degree), n_comp, dtype=torch.long)
         for k, s in enumerate(self.subsets):
             idx[k, : len(s)] = torch.tensor(s, dtype=torch.long)
@@ -292,10 +314,13 @@ class InductionSimplified(EnsembleModel):
         """Per-head ⟨v̄_i, v̄_q⟩: keys (E, ..., H, S), query broadcastable → (E, ..., H)."""
         return (keys * query).sum(-1)
 
-    def selector(self, G: torch.Tensor) -> torch.Tensor:
-        """G (E, ..., H) per-head similarities → K (E, ...)."""
+    def selector(self, G: torch.Tensor, quadratic: bool = False) -> torch.Tensor:
+        """G (E, ..., H) per-head similarities → K (E, ...). `quadratic` (D ≤ 2): the same sum as
+        a quadratic form in (G, 1), for large inputs (`k_pairs`; the other paths keep the sum as written)."""
+        if quadratic and self.config.max_degree <= 2:
+            return self._selector_quadratic(G)
         G = G.movedim(-1, 0)                                                  # (H, E, ...)
-        if self.code:  # the own-token component: ⟨x_i, x_{L+1}⟩ = 0 (the query is the zero token)
+        if self.code_selector:  # the own-token component: ⟨x_i, x_{L+1}⟩ = 0 (the query is the zero token)
             G = torch.cat([torch.zeros_like(G[:1]), G]) + CODE_FEATURE_EPS     # (H+1, E, ...)
         members = torch.cat([G, torch.ones_like(G[:1])])[self.subset_index]  # (n_subsets, D, E, ...)
         feats = members[:, 0]
@@ -303,7 +328,26 @@ class InductionSimplified(EnsembleModel):
             feats = feats * members[:, d]
         weights = self.blocks[1].hook_selector_weights(self.subset_weights())
         K = torch.einsum("ke...,ek->e...", feats, weights)
-        if self.code:  # their second division by ‖c‖²
+        if self.double_norm:  # their second division by ‖c‖²
+            K = K / self.c.pow(2).sum(-1).reshape(-1, *([1] * (K.dim() - 1)))
+        return K
+
+    def _selector_quadratic(self, G: torch.Tensor) -> torch.Tensor:
+        """K = g U gᵀ with g = (components, 1) (E, ..., n+1) and U[a, b] the normalised c² of the subset
+        {a, b} (b = n: a singleton, a = b = n: the empty subset): the selector for D ≤ 2 without the
+        (n_subsets, D, E, ...) member tensor."""
+        if self.code_selector:  # the own-token component ⟨x_i, x_{L+1}⟩ = 0, then their eps on every member
+            G = torch.cat([torch.zeros_like(G[..., :1]), G], -1) + CODE_FEATURE_EPS
+        n = G.shape[-1]
+        g = torch.cat([G, torch.ones_like(G[..., :1])], -1)                   # (E, ..., n+1)
+        weights = self.blocks[1].hook_selector_weights(self.subset_weights())  # (E, n_subsets)
+        i0 = self.subset_index[:, 0]
+        i1 = self.subset_index[:, 1] if self.subset_index.shape[1] > 1 else torch.full_like(i0, n)
+        U = weights.new_zeros(weights.shape[0], n + 1, n + 1)
+        U[:, i0, i1] = weights                                                # subsets are distinct pairs
+        lead = (G.shape[0], -1, n + 1)
+        K = ((g.reshape(lead) @ U) * g.reshape(lead)).sum(-1).view(G.shape[:-1])
+        if self.double_norm:  # their second division by ‖c‖²
             K = K / self.c.pow(2).sum(-1).reshape(-1, *([1] * (K.dim() - 1)))
         return K
 
@@ -312,8 +356,7 @@ class InductionSimplified(EnsembleModel):
         """ŷ (E, B, S) for the target x_{L+1} of each prompt."""
         impl = self.config.impl
         if impl == "auto":
-            windows_ = (self.S + 1) ** self.span
-            impl = "counts" if self.S * windows_ <= COUNTS_MAX_CELLS and windows_ <= COUNTS_MAX_WINDOWS else "direct"
+            impl = "counts" if self.S * (self.S + 1) ** self.span <= COUNTS_MAX_CELLS else "direct"
         x = batch.x
         if x.dim() != 3 or x.dtype != torch.long:
             raise UsageError(f"{type(self).__name__} takes long tokens x (E, B, L); got {tuple(x.shape)} {x.dtype}")
@@ -361,13 +404,73 @@ class InductionSimplified(EnsembleModel):
             return K
         return K[..., None].expand(*K.shape, S).flatten(-2)                  # cell = window·S + token
 
-    def forward_counts(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function from the sufficient statistics: x (E|1, B, L) long → ŷ (E, B, S)."""
+    def head_similarity_table(self) -> torch.Tensor:
+        """Per-head ⟨v̄_i^(h), v̄_q^(h)⟩ for every (own token, head window) × query head window:
+        (E, H, n_own·Wm, Wm), Wm = (S+1)^M codes of the M tokens a head reads, n_own = S when the
+        head reads the own token (full model) else 1. A head reads only its own M offsets, so its
+        output at a window is its output at that window with every other offset empty."""
+        S, M, H, E = self.S, self.config.window, self.config.n_heads, self.n_seeds
+        _, _, sub = cell_table(S, M, self.w.dtype, self.w.device)                # (Wm, M, S)
+        Wm = sub.shape[0]
+        win = sub.new_zeros(H, Wm, self.span, S)
+        for h in range(H):  # head h's window placed at its offsets, the rest empty
+            win[h, :, self.offset_index[h]] = sub
+        n_own = S if self.reads_own_token else 1
+        own = torch.eye(S, dtype=sub.dtype, device=sub.device)[:n_own] if n_own > 1 else sub.new_zeros(1, S)
+        keys = self.copier(own[:, None, None].expand(n_own, H, Wm, S).reshape(1, -1, S),
+                           win.expand(n_own, *win.shape).reshape(1, -1, self.span, S))
+        keys = keys.view(E, n_own, H, Wm, H, S).diagonal(dim1=2, dim2=4).movedim(-1, 1)  # (E, H, n_own, Wm, S)
+        query = self.copier(sub.new_zeros(1, H * Wm, S), win.reshape(1, -1, self.span, S))
+        query = query.view(E, H, Wm, H, S).diagonal(dim1=1, dim2=3).movedim(-1, 1)       # (E, H, Wm, S)
+        return self.similarity(keys.reshape(E, H, -1, 1, S), query[:, :, None]).flatten(2)
+
+    def pair_index(self, st: _Cells) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct (key, query window) pairs a batch visits (key: the cell, or its window when
+        heads do not read the own token): (index of each distinct pair into `head_similarity_table`
+        per head (H, U), where each of the batch's pairs is among them (Ex, B, K) in 0..U−1).
+        Cached on the batch's statistics: it does not depend on the parameters."""
+        if getattr(st, "pairs", None) is None:
+            S, M = self.S, self.config.window
+            n_cells = S * (S + 1) ** self.span
+            cell, qcode = st.table_index % n_cells, st.table_index // n_cells       # (Ex, B, K)
+            key = cell if self.reads_own_token else cell // S
+            code, inverse = torch.unique(qcode * n_cells + key, return_inverse=True)
+            cell, qcode = code % n_cells, code // n_cells                           # (U,)
+            own, window = (cell % S, cell // S) if self.reads_own_token else (torch.zeros_like(cell), cell)
+            shift = (S + 1) ** self.offset_index[:, :1]                             # (H, 1) head h's first digit
+            key_sub = window // shift % (S + 1) ** M                                # (H, U)
+            q_sub = qcode // shift % (S + 1) ** M
+            st.pairs = ((own * (S + 1) ** M + key_sub) * (S + 1) ** M + q_sub, inverse)
+        return st.pairs
+
+    def k_pairs(self, st: _Cells) -> torch.Tensor:
+        """K only at the distinct (cell, query window) pairs a batch visits → (E, B, K): the values of
+        `k_table` at st.table_index, for E·H·U work (U ≤ B·K distinct pairs) instead of E·W·C — the
+        path for long copier spans (the code-faithful span 5 has W = 1024 windows, C = 3072 cells)."""
+        E = self.n_seeds
+        table = self.head_similarity_table()                                      # (E, H, ·)
+        index, inverse = self.pair_index(st)
+        G = table.gather(2, index.expand(E, -1, -1)).movedim(1, -1)               # (E, U, H)
+        K = self.selector(G, quadratic=True)                                      # (E, U)
+        return K.gather(1, inverse.expand(E, *inverse.shape[1:]).reshape(E, -1)).view(E, *inverse.shape[1:])
+
+    def forward_counts(self, x: torch.Tensor, path: str | None = None) -> torch.Tensor:
+        """The same function from the sufficient statistics: x (E|1, B, L) long → ŷ (E, B, S).
+
+        `path`: `table` (K for every cell and window, then a gather), `pairs` (`k_pairs`), or None:
+        the table while it has at most COUNTS_MAX_TABLE entries (every paper-fidelity default), else pairs.
+        """
         E, B = self.n_seeds, x.shape[1]
         st = self.cells(x)
-        table = self.k_table().reshape(E, -1)                                 # (E, W·C)
         index = st.table_index.expand(E, B, -1)
-        Kq = table.gather(1, index.reshape(E, -1)).view(index.shape)          # (E, B, K)
+        if path is None:
+            W = (self.S + 1) ** self.span
+            path = "table" if W * W * (self.S if self.reads_own_token else 1) <= COUNTS_MAX_TABLE else "pairs"
+        if path == "table":
+            table = self.k_table().reshape(E, -1)                             # (E, W·C)
+            Kq = table.gather(1, index.reshape(E, -1)).view(index.shape)      # (E, B, K)
+        else:
+            Kq = self.k_pairs(st)
         attn = torch.softmax(torch.addcmul(st.log_counts, self.a[:, None, None], Kq), -1)
         out = torch.zeros(E, B, self.S, dtype=attn.dtype, device=attn.device)
         return out.scatter_add(-1, st.token.expand(E, B, -1), attn)
@@ -386,7 +489,7 @@ class InductionFull(InductionSimplified):
         super().__init__(config, task, seeds, dtype)
         E, H, S = len(seeds), config.n_heads, self.S
         eye = torch.eye(S, dtype=dtype).expand(E, H, S, S)
-        qk, ov = (config.proj_init, config.proj_init) if self.code else (config.qk_init, 1.0)
+        qk, ov = (config.proj_init, config.proj_init) if self.code_init else (config.qk_init, 1.0)
         self.q_proj = nn.Parameter(qk * eye.clone())
         self.k_proj = nn.Parameter(qk * eye.clone())
         self.ov = nn.Parameter(ov * eye.clone())

@@ -5,6 +5,9 @@ dynamics.png       per training loss: normalised c_S² per subset, the S* heads'
 rpe.png            each head's positional attention mass over offsets, at init and at the end
 generalisation.png loss vs context length L at the training α and another α (model and baselines)
 full.png           induction-full: training loss with the plateau/drop found, selector, RPE, a
+closing.md/.png    both: a, code losses and selector shares at epochs 10 … 50,000, copier masses
+                   (report/induction_tables.py); the `ingredients` preset of induction-full writes
+                   ingredients.md/.png instead of the per-view figures
 """
 
 from __future__ import annotations
@@ -203,11 +206,17 @@ def generalisation_figure(run):
 
 
 def ngram_figures(run):
-    return [dynamics_figure(run), rpe_figure(run), generalisation_figure(run)]
+    from icldyn.report.induction_tables import closing_report
+
+    return [dynamics_figure(run), rpe_figure(run), generalisation_figure(run), *closing_report(run)]
 
 
 def full_figures(run):
-    figs = []
+    from icldyn.report.induction_tables import closing_report, ingredients_report
+
+    if getattr(run.config, "ingredients", False):
+        return ingredients_report(run)
+    figs = closing_report(run)
     for sfx, r in an.loss_views(run):
         s_star = an.stored_s_star(r)
         fig, ax = new_figure(1, 4, size=(4.8, 3.9))
