@@ -5,6 +5,7 @@ them), the report and `icldyn runs` show the results, bad input is one sentence.
 import hashlib
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -144,3 +145,25 @@ def test_quick_preset_lsa_passes_every_claim_under_shift(tmp_path):
     run = api.run("linreg-lsa", "quick", {"sampled_check": False}, out=tmp_path)
     ev = evaluate_run(run.path, ["skewed=2", "scale_x=2", "scale_y=3", "noise=0.5", "length=60"])
     assert len(ev.claims) == 7 and all(c["passed"] is True for c in ev.claims), [c["note"] for c in ev.claims]
+
+
+
+INDUCTION_TINY = {"task.n_points": 20, "train.steps": 40, "train.dataset_size": 300, "train.batch_size": 300,
+                  "validation_size": 100, "train.n_records": 4, "train.eval_prompts": 200,
+                  "train.eval_prompts_during": 100, "train.checkpoint_every": 100, "info_draws": 300,
+                  "generalisation_lengths": [10, 20], "generalisation_prompts": 100, "compare_losses": False}
+
+
+def test_induction_under_no_shift_reproduces_the_experiments_own_generalisation_curves(tmp_path):
+    """induction-ngram draws its generalisation prompts from the n-gram shift family and scores the
+    same baselines (the GIH at the run's S*): `icldyn evaluate --shift none` with as many prompts
+    gives the experiment's stored paper_loss curve at the training α, value for value."""
+    run = api.run("induction-ngram", "quick", INDUCTION_TINY, out=tmp_path)
+    ev = evaluate_run(run.path, ["none"], prompts=run.config.generalisation_prompts, figures=False)
+    mine = ev.curves.set_index(["predictor", "x"])["value"]
+    c = run.curves
+    own = c[(c["x_name"] == "n_examples") & (c["metric"] == "paper_loss") & np.isclose(c["alpha"], run.config.task.alpha)]
+    own = own.replace({"predictor": {"model": run.config.model.name}}).set_index(["predictor", "x"])["value"]
+    both = own.index.intersection(mine.index)
+    assert len(both) == 5 * len(run.config.generalisation_lengths)          # the model and four baselines
+    assert np.allclose(mine[both].to_numpy(), own[both].to_numpy(), rtol=1e-5, atol=1e-6)

@@ -86,6 +86,9 @@ def shift_rows(trained: Trained, shift: Shift, value, n_prompts: int, estimators
     grid = family.grid(trained, shift, value)
     label, name = shift.label(value), trained.config.model.name
     ests = {n: ESTIMATORS[n](task) for n in estimators}
+    own = getattr(sys.modules.get(type(trained.experiment).__module__), "shift_estimators", None)
+    if own is not None:                  # the experiment's own baselines (e.g. the GIH at the run's S*)
+        ests.update({n: e for n, e in own(trained.config, task).items() if n in ests})
     rows = []
     for m, batch in family.prompts(task, shift, value, grid, n_prompts, trained.config.eval_seed + 1, device):
         rows += _rows(name, family.score(_chunked(trained.model, batch), batch), m, trained.seeds, label, family)
@@ -123,7 +126,8 @@ def evaluate_run(run_dir: str | Path, shifts: Sequence[str], *, step: int | None
     if len(theory):
         curves = pd.concat([curves, theory], ignore_index=True)
     curves = curves.astype({"x": "int64", "value": "float64", "stderr": "float64", "seed": "int64"})
-    path = trained.run.path / "evaluate" / set_name([s.label(v) for s, v in parsed if s.name != NONE], step)
+    shifted = [s.label(v) for s, v in parsed if s.name != NONE]
+    path = trained.run.path / "evaluate" / set_name(shifted or [NONE], step)  # `--shift none` alone: evaluate/none/
     ev = Evaluation(trained, parsed, curves, path)
     store.write_table(path / "curves.parquet", curves, COLUMNS)
     ev.claims = [c.to_dict() for c in evaluate_claims(ev)]

@@ -67,11 +67,13 @@ from icldyn.models import ModelConfig
 from icldyn.models.induction import InductionFullConfig, InductionSimplifiedConfig, token_loss
 from icldyn.probes import build_probes
 from icldyn.probes.induction import LOSSES, gih_with_a
+from icldyn.shifts import NONE, family_of
 from icldyn.tasks import TaskConfig, build_task
 from icldyn.tasks.ngram_markov import NgramMarkovConfig, NgramSplitConfig
 from icldyn.theory.induction import selection_summary
 
 BASELINES = ("unigram", "ngram_bayes", "gih", "oracle")
+CURVE_ESTIMATORS = BASELINES  # what `icldyn evaluate` scores beside the model (see shift_estimators)
 FLAT_RPE = {"w_plus": 1.0, "w_minus": 0.01}
 # the authors' runs (RPE/train_simplified.py, RPE/train.py and their result-file names)
 CODE_NGRAM = {"model.fidelity": "code", "model.loss": "code", "model.w_plus": 3.0, "model.w_minus": 0.1}
@@ -236,21 +238,19 @@ def generalisation_curves(config, task, model, device) -> pd.DataFrame:
     training α and at generalisation_alpha, both losses: curves.parquet rows (general schema) with
     predictor = the model or baseline, x_name = n_examples, x = L, metric = `<loss>_loss` (paper, code),
     value = the mean loss and its stderr over prompts, seed (−1: one value for all), condition alpha."""
-    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
-
     s_star = list(info_for(config)["s_star"])
     seeds = list(range(config.seed, config.seed + config.n_seeds))
     eps = config.model.loss_eps
     a_values = model.a.tolist()
     rows = []
+    family = family_of(task)                   # the n-gram shifts of `icldyn evaluate`: one source of these prompts
     for alpha in dict.fromkeys([float(config.task.alpha), float(config.generalisation_alpha)]):
-        for L in config.generalisation_lengths:
-            b = task.eval_batch(config.generalisation_prompts, config.eval_seed + 1, n_points=L, alpha=alpha,
-                                device=device)
+        shift, value = (family.shifts[NONE], None) if alpha == float(config.task.alpha) else \
+            (family.shifts["alpha"], alpha)
+        for L, b in family.prompts(task, shift, value, config.generalisation_lengths, config.generalisation_prompts,
+                                   config.eval_seed + 1, device):
             preds = {"model": model(b), "gih_model_a": gih_with_a(task, b, s_star, a_values)}
-            for name in BASELINES:
-                params = {"subset": s_star} if name == "gih" else {}
-                preds[name] = NGRAM_ESTIMATORS[name](task, **params)(b)
+            preds.update({name: est(b) for name, est in shift_estimators(config, task).items()})
             for name, p in preds.items():
                 for kind in LOSSES:
                     per = _per_prompt_loss(p, b.y, kind, eps)                    # (E, B)
@@ -260,6 +260,15 @@ def generalisation_curves(config, task, model, device) -> pd.DataFrame:
                         rows.append((name, "n_examples", L, f"{kind}_loss", float(v.mean()),
                                      float(v.std() / math.sqrt(len(v))), seed, alpha))
     return pd.DataFrame(rows, columns=["predictor", "x_name", "x", "metric", "value", "stderr", "seed", "alpha"])
+
+
+def shift_estimators(config, task) -> dict:
+    """The baselines of the generalisation curves, the GIH at this run's S* (also what `icldyn evaluate`
+    scores beside an induction model under shift)."""
+    from icldyn.estimators.ngram import NGRAM_ESTIMATORS
+
+    s_star = list(info_for(config)["s_star"])
+    return {name: NGRAM_ESTIMATORS[name](task, **({"subset": s_star} if name == "gih" else {})) for name in BASELINES}
 
 
 def _per_prompt_loss(probs, y, kind, eps) -> torch.Tensor:
