@@ -108,6 +108,9 @@ def pruning_figure(run, path):
             for i, order in enumerate(an.ORDERS):
                 _band(ax, an.curve(r, "model", "prune_rate", metric=metric, split=split, order=order),
                       f"{order} first", PALETTE[i])
+            if metric == "error":         # a common scale: a flat 0 should look flat, not fill the panel
+                top = an.curve(r, "model", "prune_rate", split=split)["value"].max()
+                ax.set_ylim(0, max(0.05, 1.3 * float(top if top == top else 0)))
             ax.set_xlabel("pruning rate R (fraction of W_O rows zeroed)")
             ax.set_ylabel(label)
             ax.set_title(("in-domain (unseen tasks)" if split == "unseen" else f"OOD (S₁ = {r.config.task.ood_s1:g})")
