@@ -337,3 +337,15 @@ def test_ingredient_variants_switch_one_thing_each():
         else:
             assert len(diff) == 1 or (diff == {"code_parts"} and len(m.parts() ^ base.parts()) == 1), (name, diff)
     assert exp.config("ingredients").train.lr == CODE_FULL["train.lr"]
+
+
+def test_unmeasured_generalisation_keeps_one_view_suffix(tmp_path):
+    """A run without curves gives `generalises[<view>]` not measured, with the view suffix once."""
+    import pandas as pd
+
+    run = tiny_run(tmp_path, compare_losses=True)
+    for view in run.variants.values():
+        view.curves = pd.DataFrame()
+    claims = [c for c in ic.NGRAM.evaluate(run) if c.id.startswith("generalises")]
+    assert sorted(c.id for c in claims) == [f"generalises[{v.split('=')[1]}]" for v in sorted(run.variants)]
+    assert all(c.passed is None for c in claims)

@@ -208,7 +208,7 @@ def _(r):
         return None
     c, kind = r.config, r.config.model.loss
     if r.curves.empty:
-        return Claim(f"generalises{an.view_suffix(r)}", "Generalisation to other L and α", SOURCE, None,
+        return Claim("generalises", "Generalisation to other L and α", SOURCE, None,  # the list adds the view suffix
                      "curves.parquet", None, note="no curves.parquet: the run did not finish")
     g = an.generalisation_gaps(r, kind)
     details = {"code_gap_in_unigram_to_gih_units_by_L": g["by_L"],
