@@ -77,6 +77,23 @@ def train_one(exp, config, rd: RunDir, device: torch.device, resume: bool, progr
                                  f"{err.filename or ''}); fix the folder, then continue with --resume") from None
 
 
+def die_with_parent() -> None:
+    """In a pool worker: ask Linux to send SIGTERM when the parent process dies, so a killed
+    `icldyn run` or `icldyn sweep` does not leave workers training on (and holding run locks) in
+    the background. Its atomic writes and the checkpoint it had keep the run resumable. A no-op
+    where prctl is unavailable."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+
+
 def remove_leftovers(rd: RunDir) -> None:
     """Delete the temporary files an interrupted atomic write left behind (never a finished file)."""
     for tmp in rd.path.rglob(".*.tmp"):

@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from icldyn.runner import die_with_parent
+
 # a worker reports progress at most this often (seconds), plus every run's last step
 REPORT_EVERY = 0.25
 
@@ -38,6 +40,7 @@ def default_workers(device: torch.device, n_jobs: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
+    die_with_parent()
     torch.set_num_threads(threads)
 
 

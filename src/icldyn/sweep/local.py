@@ -11,6 +11,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from queue import Empty
 
+from icldyn.runner import die_with_parent
 from icldyn.sweep.member import train_member
 
 
@@ -42,14 +43,14 @@ class LocalBackend:
         self.manager = ctx.Manager()
         self.queue = self.manager.Queue()
         self.ctx, self.workers = ctx, max(1, workers)
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=die_with_parent)
         self.device, self.threads = device, threads
         self.futures: dict = {}
 
     def submit(self, items) -> None:
         if getattr(self.pool, "_broken", False):  # a worker was killed: the pool takes no more jobs
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=self.ctx)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=die_with_parent)
         for member, attempt in items:
             fut = self.pool.submit(train_member, member.config.experiment, member.config, str(member.path),
                                    member.label, device=self.device, threads=self.threads,
