@@ -181,9 +181,12 @@ def test_unions_add_nothing_to_the_hashed_dump():
 
 def test_gpt_options_added_later_keep_old_run_names():
     """GPTConfig's activation/tokens/readout (added for grokking) enter the hash only away from their
-    defaults: linreg-gpt's quick run keeps the name it had before they existed (1b4d337841)."""
+    defaults: linreg-gpt's quick run of that time (3 layers, 16,000 steps; the preset until issue 19)
+    keeps the name it had before they existed (1b4d337841)."""
     from icldyn.experiments import EXPERIMENTS
 
-    quick = EXPERIMENTS["linreg-gpt"].config("quick")
+    quick = EXPERIMENTS["linreg-gpt"].config("quick", {
+        "model.n_layers": 3, "train.lr": 2e-3, "train.steps": 16_000, "train.eval_prompts": 100_000,
+        "train.checkpoint_every": 2000, "train.fused_optimizer": False})
     assert quick.config_hash() == "1b4d337841"
     assert apply_overrides(quick, {"model.activation": "relu"}).config_hash() != "1b4d337841"

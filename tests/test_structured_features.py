@@ -347,3 +347,17 @@ def test_full_training_moves_the_feature_block():
         opt.step()
     assert m.loss(m(held_out), held_out).item() < 0.7 * before
     assert torch.diagonal(m.scores(task.features)[0]).min() > 0.5           # same-feature scores rise
+
+
+@pytest.mark.parametrize("balance", ["balanced", "imbalanced"])
+def test_sampled_features_are_the_inverse_cdf_of_the_seeds_uniforms(balance):
+    """The sampler's feature draws are the inverse CDF (a binary search, clamped to the last feature)
+    of the seed's uniforms, the stream drawn before the comparison form replaced the search."""
+    from icldyn.seeding import generator
+
+    task = make_task(n_points=30, balance=balance)
+    b = task.sample([3], 11, 64)
+    u = torch.rand(64, 31, generator=generator(3, "data", 11), dtype=torch.float64)
+    want = torch.searchsorted(torch.cumsum(task.p, 0), u, right=True).clamp(max=task.config.K - 1)
+    assert torch.equal(b.extras["feature"][0], want)
+    assert torch.equal(b.x[0], task.features.to(b.x.dtype)[want])

@@ -10,9 +10,13 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
 import yaml
 
 from icldyn import store
@@ -24,7 +28,7 @@ from icldyn.runner import check_resources, mark, now, start_run_dir, train_one
 from icldyn.verify import CheckResult, check_run_dir
 from icldyn.store import Run, RunDir, write_json, write_text
 from icldyn.train.trainer import resolve_device
-from icldyn.workers import default_workers, train_in_workers
+from icldyn.workers import default_workers, run_tasks, train_in_workers, train_job
 
 
 def run(experiment: str, preset: str = "quick", overrides: dict | list | None = None, *, seeds: int | None = None,
@@ -40,6 +44,56 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
     by side (None: one per core on CPU, see `icldyn.workers`); 1 trains them here, one by one.
     `validate_only`: check everything (config, sweep values, memory) and return None, writing nothing.
     """
+    plan = _plan(experiment, preset, overrides, seeds=seeds, device=device, out=out, resume=resume, sweep=sweep,
+                 validate_only=validate_only)
+    if validate_only or plan.done:
+        return None if validate_only else load_run(plan.top.path)
+    if plan.variants is None:
+        train_one(plan.exp, plan.config, plan.top, plan.dev, resume, progress, experiment)
+    else:
+        with plan.top.lock():
+            jobs = plan.variant_jobs()
+            n_workers = default_workers(plan.dev, len(jobs)) if workers is None else min(workers, len(jobs))
+            if n_workers > 1:
+                train_in_workers(experiment, [(label, cfg, vrd.path, res) for label, cfg, vrd, res in jobs],
+                                 plan.dev, n_workers, progress)
+            else:
+                for label, cfg, vrd, res in jobs:
+                    train_one(plan.exp, cfg, vrd, plan.dev, res, progress, label)
+    return finish_run(plan.top.path)
+
+
+@dataclass
+class _Plan:
+    """What `run` will train: the run (or sweep) directory `top` and, for a sweep, its variants."""
+    experiment: str
+    exp: object
+    config: object
+    dev: torch.device
+    top: RunDir
+    variants: dict | None
+    sweep: dict | None
+    resume: bool
+    done: bool  # `top` holds a complete run of this config
+
+    def variant_jobs(self) -> list[tuple[str, object, RunDir, bool]]:
+        """Start the sweep directory; [(label, config, run dir, resume)] of its incomplete variants."""
+        start_run_dir(self.top, self.config, self.dev)
+        write_text(self.top.path / "sweep.yaml", yaml.safe_dump({"variants": self.variants, "swept": self.sweep or {}},
+                                                                sort_keys=False))
+        jobs = []
+        for name, ov in self.variants.items():
+            vrd = RunDir(self.top.path / "variants" / name)
+            if not vrd.is_complete:
+                jobs.append((f"{self.experiment}:{name}", apply_overrides(self.config, ov), vrd,
+                             self.resume and vrd.is_run))
+        return jobs
+
+
+def _plan(experiment: str, preset: str, overrides, *, seeds, device, out, resume: bool, sweep,
+          validate_only: bool = False) -> _Plan:
+    """Every check of `run` before it writes: config, sweep values, memory and (unless
+    `validate_only`, which writes nothing) the output folder and the directory's state."""
     exp = EXPERIMENTS[experiment]
     _screen_sizes(overrides)
     _screen_sizes({k: v for k, vs in (sweep or {}).items() if isinstance(vs, list) for v in vs})
@@ -57,27 +111,33 @@ def run(experiment: str, preset: str = "quick", overrides: dict | list | None = 
         name = f"{name}-sweep{digest}"
     for cfg in configs:
         check_resources(cfg, dev, exp.dtype(cfg).itemsize)
-    if validate_only:
-        return None
     top = RunDir(Path(out) / experiment / name)
-    _check_out(Path(out))
+    variants = sweep_variants(sweep) if sweep else exp.variants(config)
+    plan = _Plan(experiment, exp, config, dev, top, variants, sweep, resume, done=False)
+    if not validate_only:
+        _check_directory(plan, Path(out))
+    return plan
+
+
+def _check_directory(plan: _Plan, out: Path) -> None:
+    """The output folder is writable, the directory is not another live writer's, and an incomplete
+    run is only continued when asked; marks `plan.done` for a complete one."""
+    _check_out(out)
+    top = plan.top
     holder = top.locked_by_other() if top.path.is_dir() else None
     if holder:
         raise UsageError(f"{top.path} is being written by another live process (pid {holder}); wait for it "
                          f"to finish or stop it, then run again with --resume")
-    if top.is_complete:
-        return load_run(top.path)
-    if top.is_run and not resume:
+    plan.done = top.is_complete
+    if top.is_run and not plan.done and not plan.resume:
         raise UsageError(f"{top.path} holds an incomplete run of this config; continue it with --resume "
                          f"(or delete the directory to start over)")
-    variants = sweep_variants(sweep) if sweep else exp.variants(config)
-    if variants is None:
-        train_one(exp, config, top, dev, resume, progress, experiment)
-    else:
-        with top.lock():
-            _train_variants(exp, experiment, config, top, variants, sweep, dev, resume, progress, workers)
-    result = load_run(top.path)
-    recompute_claims(result)
+
+
+def finish_run(path: str | Path) -> Run:
+    """After training: the claims, figures and page of the run (or sweep) at `path`, marked complete."""
+    top = RunDir(Path(path))
+    recompute_claims(load_run(top.path))
     mark(top, end=now(), complete=True)
     _write_report(load_run(top.path), recursive=False)  # the page's environment: complete, end time
     return load_run(top.path)
@@ -113,24 +173,6 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"the output folder {out} is not a writable folder; pass --out a folder you can write to")
 
 
-def _train_variants(exp, experiment, config, top, variants, sweep, dev, resume, progress, workers) -> None:
-    start_run_dir(top, config, dev)
-    write_text(top.path / "sweep.yaml", yaml.safe_dump({"variants": variants, "swept": sweep or {}},
-                                                       sort_keys=False))
-    jobs = []
-    for name, ov in variants.items():
-        vrd = RunDir(top.path / "variants" / name)
-        if not vrd.is_complete:
-            jobs.append((f"{experiment}:{name}", apply_overrides(config, ov), vrd, resume and vrd.is_run))
-    n_workers = default_workers(dev, len(jobs)) if workers is None else min(workers, len(jobs))
-    if n_workers > 1:
-        train_in_workers(experiment, [(label, cfg, vrd.path, res) for label, cfg, vrd, res in jobs], dev,
-                         n_workers, progress)
-    else:
-        for label, cfg, vrd, res in jobs:
-            train_one(exp, cfg, vrd, dev, res, progress, label)
-
-
 def load_run(path: str | Path) -> Run:
     """Load a stored run (or sweep) directory with its config typed by its experiment's config class."""
     return store.load_run(path, config_from_dict)
@@ -160,23 +202,77 @@ def recompute_claims(run: Run | str | Path) -> list[dict]:
 
 def reproduce(experiments: list[str] | None = None, *, out: str | Path = "runs", progress=None,
               workers: int | None = 1) -> Path:
-    """Quick presets of all (or the named) experiments; writes <out>/reproduce-<date>/summary.md."""
+    """Quick presets of all (or the named) experiments; writes <out>/reproduce-<date>/summary.md.
+
+    `workers` (None: one per core on CPU, one on a GPU): processes sharing the runs of all the
+    experiments (their variants, or the run itself), the longest first; 1 trains them here."""
     names = experiments or list(EXPERIMENTS)
     for n in names:
         EXPERIMENTS[n]  # unknown names fail before anything runs
+    n_workers = default_workers(resolve_device("auto"), 10**9) if workers is None else workers
+    if n_workers > 1:
+        runs = _reproduce_in_workers(names, Path(out), n_workers, progress)
+    else:
+        runs = {n: run(n, "quick", out=out, progress=progress, workers=1) for n in names}
+    return _write_reproduction(runs, Path(out))
+
+
+def _reproduce_in_workers(names: list[str], out: Path, workers: int, progress) -> dict[str, Run]:
+    """The runs of every experiment as one queue of jobs for `workers` processes, the longest first
+    (`Experiment.quick_seconds` over its number of runs), so no core idles while one experiment's
+    variants finish; an experiment's claims and figures are computed in a worker as soon as its
+    last run ends. A sweep directory stays locked by this process until then, as with `run`."""
+    plans = {n: _plan(n, "quick", None, seeds=None, device=None, out=out, resume=False, sweep=None) for n in names}
+    with ExitStack() as locks:
+        queued = []  # (cost estimate, experiment, task)
+        for n, plan in plans.items():
+            if plan.done:
+                continue
+            if plan.variants is None:
+                jobs = [(n, plan.config, plan.top, False)]
+            else:
+                locks.enter_context(plan.top.lock())
+                jobs = plan.variant_jobs()
+            for label, cfg, rd, res in jobs:
+                task = (train_job, (n, cfg, str(rd.path), str(plan.dev), res, label))
+                queued.append((EXPERIMENTS[n].quick_seconds / len(jobs), n, task))
+        queued.sort(key=lambda q: -q[0])
+        owner = [n for _, n, _ in queued]
+        left = Counter(owner)
+
+        def then(i: int, _result) -> list:
+            if i >= len(owner):
+                return []  # a finishing task
+            left[owner[i]] -= 1
+            return [(_finish_in_worker, (str(plans[owner[i]].top.path),))] if left[owner[i]] == 0 else []
+
+        if len(queued) == 1:  # one run: no worker to spawn
+            fn, args = queued[0][2]
+            fn(progress, *args)
+            finish_run(plans[owner[0]].top.path)
+        elif queued:  # (none: every run was complete already)
+            run_tasks([task for _, _, task in queued], min(workers, len(queued)), progress, then)
+    return {n: load_run(plans[n].top.path) for n in names}
+
+
+def _finish_in_worker(report: Callable, path: str) -> str:
+    finish_run(path)
+    return path
+
+
+def _write_reproduction(runs: dict[str, Run], out: Path) -> Path:
     entries = []
     lines = ["# icldyn reproduction (quick presets)", "", f"Date: {now()}", "",
              "| experiment | claim | measured | expected | verdict |", "|---|---|---|---|---|"]
-    for n in names:
-        r = run(n, "quick", out=out, progress=progress, workers=workers)
+    for n, r in runs.items():
         for c in r.claims:
             verdict = {True: "pass", False: "FAIL", None: "n/a"}[c["passed"]]
             m = "—" if c["measured"] is None else f"{c['measured']:.4g}"
             lines.append(f"| {n} | {c['id']}: {c['statement']} | {m} | {c['expected']} | {verdict} |")
         lines.append(f"|  | run directory: `{r.path}` |  |  |  |")
         entries.append({"experiment": n, "title": EXPERIMENTS[n].title, "path": r.path, "claims": r.claims,
-                        "wall_s": _wall_seconds(r.env)})
-    target = Path(out) / f"reproduce-{dt.date.today().isoformat()}"
+                        "wall_s": _run_seconds(r)})
+    target = out / f"reproduce-{dt.date.today().isoformat()}"
     target.mkdir(parents=True, exist_ok=True)
     write_text(target / "summary.md", "\n".join(lines) + "\n")
     from icldyn.report.html import write_index
@@ -192,6 +288,21 @@ def _wall_seconds(env: dict) -> float | None:
         return (dt.datetime.fromisoformat(env["end"]) - dt.datetime.fromisoformat(env["start"])).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _run_seconds(r: Run) -> float | None:
+    """Seconds an experiment's runs took, as one core's time: the run's start to end, or for a sweep
+    its variants' durations summed plus its finishing (claims, figures: from the last variant's end
+    to its own). The same whether its runs shared `reproduce`'s workers with other experiments or not."""
+    if not r.variants:
+        return _wall_seconds(r.env)
+    parts = [_wall_seconds(v.env) for v in r.variants.values()]
+    try:
+        last = max(dt.datetime.fromisoformat(v.env["end"]) for v in r.variants.values())
+        finishing = (dt.datetime.fromisoformat(r.env["end"]) - last).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if None in parts else sum(parts) + max(finishing, 0.0)
 
 
 def _ensure_config_json(run: Run) -> None:

@@ -104,6 +104,31 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+METRIC_SCHEMA = pa.schema([("step", pa.int64()), ("time", pa.float64()), ("seed", pa.int64()),
+                           ("name", pa.string()), ("value", pa.float64())])
+
+
+class MetricsTable:
+    """metrics.parquet's rows as an Arrow table grown as rows are appended: writing the file at
+    every record then converts only the new rows (rebuilding a DataFrame of all rows each time
+    made the writes quadratic: 10 s of a 70 s run of 17 variants with ~70 records each)."""
+
+    def __init__(self) -> None:
+        self.n_rows, self.table = 0, METRIC_SCHEMA.empty_table()
+
+    def update(self, rows: list[dict]) -> pa.Table:
+        """The table of `rows`, which must extend the rows of the last update (else it is rebuilt)."""
+        if len(rows) < self.n_rows:
+            self.__init__()
+        if len(rows) > self.n_rows:
+            new = pa.Table.from_pylist(rows[self.n_rows:], schema=METRIC_SCHEMA)
+            self.table = pa.concat_tables([self.table, new])
+            if self.table.column(0).num_chunks > 64:
+                self.table = self.table.combine_chunks()
+            self.n_rows = len(rows)
+        return self.table
+
+
 def write_table(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
     frame = frame[columns] if len(frame) else pd.DataFrame({c: [] for c in columns})
     table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -157,8 +182,11 @@ class RunDir:
         data = read_json(env)
         return isinstance(data, dict) and data.get("complete", False) is True
 
-    def write_metrics(self, rows: list[dict]) -> None:
-        write_table(self.path / "metrics.parquet", pd.DataFrame(rows), METRIC_COLUMNS)
+    def write_metrics(self, rows: list[dict], table: "MetricsTable | None" = None) -> None:
+        """metrics.parquet from `rows` ({step, time, seed, name, value}); with `table`, the rows added
+        since its last update are converted only (the trainer writes at every record)."""
+        arrow = (table or MetricsTable()).update(rows)
+        atomic_write(self.path / "metrics.parquet", lambda tmp: pq.write_table(arrow, tmp))
 
     def read_metric_rows(self) -> list[dict]:
         return read_table(self.path / "metrics.parquet", METRIC_COLUMNS).to_dict("records")

@@ -11,7 +11,7 @@ import torch
 
 # glibc malloc settings the Makefile exports (see benchmarks/README.md): no mmap for big blocks
 # and no trimming, so a large step's buffers are reused instead of faulted in again each step
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+from icldyn.process import MALLOC_ENV, tune_malloc  # noqa: F401 - re-exported for the cases
 
 
 def best_of(fn, repeats: int, warmup: int = 1) -> float:
@@ -134,19 +134,3 @@ def peak_gflops(device: str = "cpu", n: int = 2048) -> float:
     return _PEAKS[key]
 
 
-def tune_malloc() -> bool:
-    """Apply MALLOC_ENV's settings to this process through glibc's mallopt (what the Makefile's
-    exports do at start-up), so in-process figures do not depend on how the bench was launched.
-    False where there is no glibc (then nothing changes)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
-    ok = mallopt(M_MMAP_MAX, int(MALLOC_ENV["MALLOC_MMAP_MAX_"]))
-    ok &= mallopt(M_TRIM_THRESHOLD, min(int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]), 2**31 - 1))
-    return bool(ok)

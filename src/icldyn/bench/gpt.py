@@ -134,7 +134,7 @@ def adam_variants(quick: bool = False) -> dict:
 
 def linreg_gpt_step(quick: bool = False) -> dict:
     """The linreg-gpt quick preset's training step (the trainer's own, sampling included) with
-    torch's for-loop Adam (the preset's) and the fused one (`train.fused_optimizer`), taking turns
+    torch's for-loop Adam and the fused one (`train.fused_optimizer`, the preset's), taking turns
     at one thread (as `icldyn run` trains): ms per step in wall and in this process's CPU time,
     and the preset's training steps at each."""
     from icldyn.bench.lsa import stepper

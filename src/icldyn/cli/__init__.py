@@ -69,6 +69,8 @@ def claims_table(claims: list[dict], title: str = "claims") -> Table:
 
 WORKERS_HELP = ("processes training an experiment's variants (a sweep) side by side; default: one per core "
                 "on CPU (each with --threads threads), one on a GPU")
+REPRODUCE_WORKERS_HELP = ("processes training experiments side by side, the longest first; default: one per "
+                          "core on CPU, one on a GPU. With one experiment named, its variants instead")
 THREADS_HELP = ("CPU threads for torch. The models here are small: one thread per process is fastest on "
                 "small CPUs, and the extra threads of a busy machine slow a run many times over")
 
@@ -258,7 +260,7 @@ def claims(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
 def reproduce(experiments: Optional[List[str]] = typer.Argument(None, help="default: all"),
               out: Path = typer.Option(Path("runs"), help="root of the run directories"),
               threads: int = typer.Option(1, min=1, help="CPU threads for torch (see `icldyn run --help`)"),
-              workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP)):
+              workers: Optional[int] = typer.Option(None, min=1, help=REPRODUCE_WORKERS_HELP)):
     """Run the quick presets of all (or the named) experiments and write a summary table."""
     from icldyn import api
 
@@ -335,6 +337,9 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory made by `ic
 
 
 def main() -> None:
+    from icldyn.process import configure_allocator
+
+    configure_allocator()  # glibc keeps freed memory: fewer page faults (icldyn/process.py)
     try:
         app()
     except KeyboardInterrupt:

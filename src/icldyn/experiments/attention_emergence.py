@@ -83,6 +83,7 @@ class AttentionEmergence(Experiment):
     paper = "Mainali & Teixeira 2025 (seed 004); Olsson et al. 2022 (induction heads)"
     config_class = AttentionEmergenceConfig
     time_target = "2.5 min on a 2-core CPU"
+    quick_seconds = 56
     presets = {
         "quick": {},
         "paper": {"task.n_points": 64, "model.width": 64, "train.steps": 6000, "train.n_records": 80,

@@ -24,6 +24,9 @@ class Experiment:
     config_class: ClassVar[type[ExperimentConfig]]
     presets: ClassVar[dict[str, dict]]  # preset name → config overrides of the defaults
     time_target: ClassVar[str] = ""
+    # the quick preset's wall time measured on a 2-core CPU at one thread: `icldyn reproduce` starts
+    # the longest first, so that its workers finish together
+    quick_seconds: ClassVar[float] = 60.0
 
     def config(self, preset: str = "quick", overrides=None, *, seeds: int | None = None,
                device: str | None = None) -> ExperimentConfig:

@@ -58,6 +58,7 @@ class ClassificationICL(Experiment):
     paper = "Li, Wang, Lu, Cui & Chen 2024"
     config_class = ClassificationICLConfig
     time_target = "2.5 min on a 2-core CPU"
+    quick_seconds = 31
     presets = {
         "quick": {},
         "paper": {"train.steps": 3000, "sweep_steps": 6000, "curve_prompts": 10_000, "n_seeds": 3,

@@ -131,6 +131,7 @@ class ExactDynamics(Experiment):
     paper = "Mainali & Teixeira 2025 (exact ICL dynamics of linear transformers)"
     config_class = ExactDynamicsConfig
     time_target = "3 min on a 2-core CPU"
+    quick_seconds = 60
     presets = {
         "quick": {},
         "paper": {

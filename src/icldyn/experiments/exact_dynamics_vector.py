@@ -82,6 +82,7 @@ class ExactDynamicsVector(Experiment):
     paper = "Mainali & Teixeira 2025 (exact ICL dynamics of linear transformers), vector-valued model"
     config_class = ExactDynamicsVectorConfig
     time_target = "1.5 min on a 2-core CPU"
+    quick_seconds = 32
     presets = {
         "quick": {},
         "paper": {"train.n_records": 300, "sgd_batch_size": 8192, "model.init_scale": 0.01,

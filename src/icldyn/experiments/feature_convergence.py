@@ -226,6 +226,7 @@ class FeatureConvergence(Experiment):
     paper = "Huang, Cheng & Liang 2023"
     config_class = FeatureConvergenceConfig
     time_target = "2 min on a 2-core CPU"
+    quick_seconds = 65
     presets = {
         "quick": {},
         "paper": {"n_seeds": 3, "train.steps": 2000, "train.warmup_steps": 200, "train.n_records": 80,

@@ -63,6 +63,7 @@ class Grokking(Experiment):
     paper = "Nanda et al. 2023; Mainali & Teixeira 2025 (spectral measures)"
     config_class = GrokkingConfig
     time_target = "2.5 min on a 2-core CPU"
+    quick_seconds = 55
     presets = {
         "quick": {},
         "paper": {"task.p": 113, "task.train_fraction": 0.3, "model.width": 128, "model.init_std": 0.088,

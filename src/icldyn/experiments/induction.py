@@ -161,6 +161,7 @@ class InductionNgram(Experiment):
     paper = "Chen, Sheen, Wang & Yang 2024"
     config_class = InductionNgramConfig
     time_target = "3 min on a 2-core CPU"
+    quick_seconds = 40
     presets = {
         "quick": {},
         "paper": {"train.steps": 50_000, "train.n_records": 60, "train.eval_prompts": 20_000,
@@ -208,6 +209,7 @@ class InductionNgram(Experiment):
 
 class InductionFullExperiment(InductionNgram):
     name = "induction-full"
+    quick_seconds = 27
     title = "Full two-layer transformer (content QK, OV, LayerNorm): plateau then emergence? which subset?"
     config_class = InductionFullExpConfig
     presets = {

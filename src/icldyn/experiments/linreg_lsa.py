@@ -47,6 +47,7 @@ class LinRegLSA(Experiment):
     paper = "Zhang, Frei & Bartlett 2023; von Oswald et al. 2022; Ahn et al. 2023"
     config_class = LinRegLSAConfig
     time_target = "60 s on a 2-core CPU"
+    quick_seconds = 34
     presets = {
         "quick": {},
         "paper": {"task.d": 20, "task.n_points": 40, "train.steps": 100_000, "train.lr": 0.01,

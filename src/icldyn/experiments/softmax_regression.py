@@ -47,6 +47,7 @@ class SoftmaxRegression(Experiment):
     paper = "Li, Song, Xia, Yu & Zhou 2023 (arXiv 2304.13276)"
     config_class = SoftmaxRegressionExperimentConfig
     time_target = "2 min on a 2-core CPU"
+    quick_seconds = 108
     presets = {
         "quick": {"n_seeds": 3},
         "paper": {"n_seeds": 10, "task.n_points": 200, "model.label_value_init": 200.0, "train.steps": 5000, "train.eval_prompts": 1000,

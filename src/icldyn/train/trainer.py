@@ -22,7 +22,7 @@ from icldyn.errors import DivergedError, EnvironmentFailure, UsageError
 from icldyn.models.base import evaluate
 from icldyn.probes.base import Probe, RecordContext
 from icldyn.seeding import generator
-from icldyn.store import RunDir, load_checkpoint, save_checkpoint
+from icldyn.store import MetricsTable, RunDir, load_checkpoint, save_checkpoint
 from icldyn.tasks.base import Batch
 from icldyn.train.optim import build_optimizer
 from icldyn.train.schedule import record_steps, step_lr
@@ -52,6 +52,7 @@ class Trainer:
         self.records = (sorted({0, self.tc.steps, *(int(k) for k in records if 0 <= k <= self.tc.steps)})
                         if records else record_steps(self.tc.steps, self.tc.n_records))
         self.rows: list[dict] = []
+        self.metrics_table = MetricsTable()  # rows only grow, except on restore (a fresh table)
         self.step, self.time = 0, 0.0
         self.probe_cache: dict = {}
         self.dataset: Batch | None = None
@@ -220,7 +221,7 @@ class Trainer:
         if self.run_dir is None:
             return
         try:
-            self.run_dir.write_metrics(self.rows)
+            self.run_dir.write_metrics(self.rows, self.metrics_table)
             save_checkpoint(self.run_dir.checkpoint_path(self.step), self.state_tensors(),
                             {"step": self.step, "time": self.time, "seeds": self.seeds})
         except EnvironmentFailure as err:
@@ -251,6 +252,7 @@ class Trainer:
         self.optimizer.load_state_dict(sd)
         self.step, self.time = meta["step"], meta["time"]
         self.rows = [r for r in self.run_dir.read_metric_rows() if r["step"] < self.step]
+        self.metrics_table = MetricsTable()
         return True
 
     # -- the loop --------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ class Trainer:
         bad = [s for s, v in zip(self.seeds, loss.tolist()) if not math.isfinite(v)]
         kept = self.run_dir.checkpoint_steps() if self.run_dir else []
         if self.run_dir is not None:
-            self.run_dir.write_metrics(self.rows)
+            self.run_dir.write_metrics(self.rows, self.metrics_table)
         where = f"; kept the checkpoint of step {kept[-1]} and the metrics before step {step}" if kept else ""
         raise DivergedError(
             f"training diverged: the loss became non-finite at step {step} (seed(s) {bad}){where}; "
