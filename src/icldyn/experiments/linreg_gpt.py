@@ -34,8 +34,8 @@ class LinRegGPTConfig(ExperimentConfig):
     task: TaskConfig = LinearRegressionConfig(d=5, n_points=10)
     model: ModelConfig = GPTConfig(n_layers=6, n_heads=2, width=32, init_std=0.2)
     train: TrainConfig = TrainConfig(optimizer="adam", lr=3e-3, steps=3000, batch_size=64, schedule="cosine",
-                                     warmup_steps=200, eval_prompts=20_000, eval_prompts_during=2048,
-                                     n_records=30, checkpoint_every=1000, fused_optimizer=True)
+                                     warmup_steps=200, eval_prompts=20_000, eval_prompts_during=1024,
+                                     n_records=20, checkpoint_every=1000, fused_optimizer=True)
     curve_prompts: int = 20_000
 
 
@@ -51,7 +51,7 @@ class LinRegGPT(Experiment):
         "paper": {"task.d": 20, "task.n_points": 40, "model.n_layers": 12, "model.n_heads": 8, "model.width": 256, "model.init_std": 0.02,
                   "task.curriculum": {"dims_start": 5, "every": 2000}, "train.lr": 1e-4, "train.eval_prompts": 100_000,
                   "train.steps": 500_000, "train.batch_size": 64, "train.n_records": 60,
-                  "train.checkpoint_every": 10_000},
+                  "train.checkpoint_every": 10_000, "train.eval_prompts_during": 2048},
     }
 
     def probes(self, config, task):
