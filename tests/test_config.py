@@ -187,6 +187,7 @@ def test_gpt_options_added_later_keep_old_run_names():
 
     quick = EXPERIMENTS["linreg-gpt"].config("quick", {
         "model.n_layers": 3, "train.lr": 2e-3, "train.steps": 16_000, "train.eval_prompts": 100_000,
-        "train.checkpoint_every": 2000, "train.fused_optimizer": False})
+        "train.checkpoint_every": 2000, "train.fused_optimizer": False, "train.n_records": 30,
+        "train.eval_prompts_during": 2048})
     assert quick.config_hash() == "1b4d337841"
     assert apply_overrides(quick, {"model.activation": "relu"}).config_hash() != "1b4d337841"
