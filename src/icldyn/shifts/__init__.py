@@ -90,10 +90,13 @@ class Family:
     task: str
     x_name = "n_examples"
     metric = "mse"
+    family_shifts: tuple[Shift, ...] = ()  # registered after "none", in this order
 
     def __init__(self):
         self.shifts: Registry[Shift] = Registry(f"shift of the {self.task} task")
         self.shifts.register(NONE, Shift(NONE, "the task's own prompts (the reference)"))
+        for shift in self.family_shifts:
+            self.register(shift)
 
     def register(self, shift: Shift) -> Shift:
         return self.shifts.register(shift.name, shift)

@@ -34,11 +34,7 @@ SHIFTS = (
 class ClassificationShifts(Family):
     task = "binary-classification"
     metric = "error"
-
-    def __init__(self):
-        super().__init__()
-        for s in SHIFTS:
-            self.register(s)
+    family_shifts = SHIFTS
 
     def grid(self, trained, shift: Shift, value) -> list[int]:
         return [trained.config.task.n_points - 1]

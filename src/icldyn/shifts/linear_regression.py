@@ -130,11 +130,7 @@ SHIFTS = (
 class LinearRegressionShifts(Family):
     task = "linear-regression"
     metric = "mse"
-
-    def __init__(self):
-        super().__init__()
-        for s in SHIFTS:
-            self.register(s)
+    family_shifts = SHIFTS
 
     def grid(self, trained, shift: Shift, value) -> list[int]:
         """1, 2, 3, 5, 8, 12, N/2, N, 3N/2, 2N (as the experiments' error curves), up to M for

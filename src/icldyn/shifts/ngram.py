@@ -29,12 +29,11 @@ SHIFTS = (
 
 class NgramShifts(Family):
     metric = "cross_entropy"
+    family_shifts = SHIFTS
 
     def __init__(self, task_name: str = "ngram-markov"):
         self.task = task_name
         super().__init__()
-        for s in SHIFTS:
-            self.register(s)
 
     def grid(self, trained, shift: Shift, value) -> list[int]:
         L = trained.config.task.n_points
